@@ -1,0 +1,74 @@
+"""Typed parameter ranges. Pure Pydantic: no Ray, no torch, no Optuna."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class RuleError(ValueError):
+    """A cross-field rule broken at ``field`` (relative to the model that checks it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Strict):
+    """A float sampled from [low, high], log-uniformly when ``log`` is set."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.low < self.high:
+            raise ValueError(f"`low < high` must hold, but got (low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"`low > 0` must hold for a log range, but got (low={self.low})")
+        return self
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class IntRange(_Strict):
+    """An integer sampled from [low, high], both ends included."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.low <= self.high:
+            raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
+        if self.low < 1:
+            raise ValueError(f"`low >= 1` must hold, but got (low={self.low})")
+        return self
+
+    def contains(self, value: int) -> bool:
+        return self.low <= value <= self.high
+
+
+class Choice(_Strict):
+    """One of a fixed list of values."""
+
+    values: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.values:
+            raise ValueError("`values` must not be empty, but got ()")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"`values` must be distinct, but got {self.values}")
+        return self
+
+    def contains(self, value: int) -> bool:
+        return value in self.values

@@ -1,0 +1,44 @@
+"""User-facing errors, and the one-line rendering of Pydantic's validation errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class SweepsError(Exception):
+    """A mistake the user can fix: the CLI prints it as one line and exits 2."""
+
+
+class SpecError(SweepsError):
+    """An invalid sweep spec, --set override or sweep name."""
+
+
+def _loc(loc: tuple[Any, ...], prefix: str) -> str:
+    path = ".".join(str(p) for p in loc)
+    return ".".join(p for p in (prefix, path) if p) or "spec"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """``field.path: rule, but got value`` per problem, joined on one line."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        loc = tuple(err["loc"])
+        field = getattr(err.get("ctx", {}).get("error"), "field", None)
+        if field:
+            loc += tuple(field.split("."))
+        where = _loc(loc, prefix)
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key (allowed keys are listed in the README)")
+        elif "but got" in msg:
+            parts.append(f"{where}: {msg}")
+        else:
+            parts.append(f"{where}: {msg[0].lower() + msg[1:]}, but got {_shown(err['input'])}")
+    return "; ".join(parts)

@@ -1,0 +1,202 @@
+"""SweepSpec, its YAML loading and ``--set dotted.key=value`` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from search_spaces import FAMILIES, RuleError, SearchSpace
+from sweeps.errors import SpecError, format_validation_error
+from trainables.config import DatasetConfig, ModelConfig, OptimizerConfig, TrainConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerSpec(_Section):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    # TPE's random start; None: a third of the family's budget, at least 2 and at most 10.
+    n_startup_trials: int | None = Field(default=None, ge=1)
+
+    def startup_trials(self, budget: int) -> int:
+        if self.n_startup_trials is not None:
+            return self.n_startup_trials
+        return max(2, min(10, budget // 3))
+
+
+class EarlyStoppingSpec(_Section):
+    name: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(default=5, ge=1)
+    reduction_factor: float = Field(default=3, gt=1)
+
+
+class ReevalSpec(_Section):
+    top_k: int = Field(default=1, ge=1)
+    seeds: int = Field(default=5, ge=1)
+
+
+class ResourcesSpec(_Section):
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = 0
+
+    @model_validator(mode="after")
+    def _gpu(self) -> Self:
+        if self.gpu < 0:
+            raise RuleError(
+                "gpu",
+                f"`gpu > 0` must hold for a GPU share (0 means no GPU), but got (gpu={self.gpu})",
+            )
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise RuleError(
+                "gpu",
+                "`gpu` must be a fraction of one GPU or a whole number of GPUs, but got "
+                f"(gpu={self.gpu})",
+            )
+        return self
+
+
+class TrackingSpec(_Section):
+    experiment: str = Field(min_length=1)
+
+
+class FailureSpec(_Section):
+    max_retries: int = Field(default=2, ge=0)
+
+
+class SweepSpec(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    search: SearchSpace
+    sampler: SamplerSpec = SamplerSpec()
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    reeval: ReevalSpec = ReevalSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec
+    failure: FailureSpec = FailureSpec()
+    # Ray's storage_path; several nodes need a shared one (NFS, s3://...).
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _cross(self) -> Self:
+        es, epochs = self.early_stopping, self.train.epochs
+        if es.name == "asha" and es.grace_period > epochs:
+            raise RuleError(
+                "early_stopping.grace_period",
+                "`early_stopping.grace_period <= train.epochs` must hold, but got "
+                f"(grace_period={es.grace_period}, epochs={epochs})",
+            )
+        return self
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.search.families)
+
+    def grace_period(self, family: str) -> int:
+        """ASHA's first rung for ``family``: never before the first full cycle of any trial."""
+        first_cycle = 0
+        if FAMILIES[family].cyclic:
+            high = self.search.step_size_epochs.high
+            first_cycle = high if family == "sgdr" else 2 * high
+        return min(self.train.epochs, max(self.early_stopping.grace_period, first_cycle))
+
+    def trial_config(self, params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+        """The ``train_loop`` config of one sampled point: shared sections plus ``params``."""
+        shared = self.model_dump(mode="json", include={"dataset", "model", "optimizer", "train"})
+        threads = max(1, int(self.resources.cpu))
+        return {**shared, **params, "seed": seed, "threads": threads}
+
+    def spec_hash(self) -> str:
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """The spec as dotted keys, for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` into (["a", "b", "c"], value); the value is read as YAML (2, 0.1, [1,2])."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p.strip() for p in parts):
+        raise SpecError(f"--set: `dotted.key=value` syntax must hold, but got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return [p.strip() for p in parts], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise SpecError(
+                    f"--set {'.'.join(parts)}: `{where}` must be a section, but it holds {child!r}"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"spec file {str(path)!r}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"spec file {str(path)!r}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"spec file {str(path)!r}: must hold a mapping of spec fields, but got "
+            f"{type(data).__name__}"
+        )
+    return data
+
+
+def validate(data: dict[str, Any]) -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def load_spec(name_or_path: str, overrides: list[str] | None = None) -> SweepSpec:
+    """A built-in sweep name or a YAML file, with overrides applied, validated."""
+    from sweeps.registry import resolve
+
+    data = read_yaml(resolve(name_or_path))
+    return validate(apply_overrides(data, list(overrides or [])))

@@ -1,0 +1,128 @@
+"""Spec loading, overrides, and the catalogue of invalid specs (each names its field path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps.errors import SpecError
+from sweeps.spec import SweepSpec, apply_overrides, load_spec, parse_override
+
+# (overrides, field path the message must start with, words it must contain)
+INVALID: list[tuple[list[str], str, str]] = [
+    (["search.max_lr.low=3.0", "search.max_lr.high=0.1"], "search.max_lr:",
+     "`low < high` must hold, but got (low=3.0, high=0.1)"),
+    (["search.base_lr.low=1.0", "search.base_lr.high=1.0"], "search.base_lr:", "low < high"),
+    (["search.base_lr.low=0"], "search.base_lr:", "`low > 0` must hold for a log range"),
+    (["search.max_lr.low=-1"], "search.max_lr:", "low=-1.0"),
+    (["search.max_lr={low: 1.0e-6, high: 1.0e-5, log: true}"], "search.max_lr:",
+     "lies wholly below"),
+    (["search.families=[fixed, cosine]"], "search.families.1:", "'cosine'"),
+    (["search.families=[]"], "search.families:", "at least 1"),
+    (["search.families=[fixed, fixed]"], "search.families:", "duplicates ['fixed']"),
+    (["dataset.name=mnist"], "dataset.name:", "'mnist'"),
+    (["model.name=resnet"], "model.name:", "'resnet'"),
+    (["optimizer.name=lbfgs"], "optimizer.name:", "'lbfgs'"),
+    (["train.epochs=0"], "train.epochs:", "greater than or equal to 1"),
+    (["train.batch_size=0"], "train.batch_size:", "but got 0"),
+    (["search.trials_per_family=0"], "search.trials_per_family:", "but got 0"),
+    (["reeval.seeds=0"], "reeval.seeds:", "but got 0"),
+    (["early_stopping.grace_period=60"], "early_stopping.grace_period:",
+     "(grace_period=60, epochs=50)"),
+    (["resources.gpu=-0.5"], "resources.gpu:", "gpu=-0.5"),
+    (["resources.gpu=1.5"], "resources.gpu:", "whole number"),
+    (["resources.cpu=0"], "resources.cpu:", "greater than 0"),
+    (["search.step_size_epochs.low=0"], "search.step_size_epochs:", "low >= 1"),
+    (["search.gamma={low: 0.9, high: 1.5}"], "search.gamma:", "gamma.high <= 1"),
+    (["dataset.val_fraction=0.5", "dataset.test_fraction=0.5"], "dataset.test_fraction:",
+     "val_fraction + test_fraction < 0.9"),
+    (["optimizer.momentum=0.9", "optimizer.name=adam"], "optimizer.momentum:", "sgd only"),
+    (["train.epochs=ten"], "train.epochs:", "'ten'"),
+    (["search.colour=red"], "search.colour:", "unknown key"),
+    (["sampler.name=grid"], "sampler.name:", "'grid'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "field", "needle"), INVALID)
+def test_invalid_spec_names_field_value_and_rule(
+    overrides: list[str], field: str, needle: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec("cardio_clr", overrides)
+    msg = str(e.value)
+    assert msg.startswith(field), msg
+    assert needle in msg, msg
+    assert "\n" not in msg
+
+
+def test_catalogue_is_large_enough() -> None:
+    assert len(INVALID) >= 12
+
+
+def test_overrides_are_coerced_by_pydantic() -> None:
+    spec = load_spec(
+        "cardio_clr",
+        ["search.trials_per_family=3", "train.epochs=7", "search.base_lr.high=0.5",
+         "search.families=[fixed, sgdr]", "resources.gpu=0.25"],
+    )  # fmt: skip
+    assert spec.search.trials_per_family == 3
+    assert spec.train.epochs == 7
+    assert spec.search.base_lr.high == 0.5
+    assert spec.families == ("fixed", "sgdr")
+    assert spec.resources.gpu == 0.25
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1", ".x=1"])
+def test_override_syntax(bad: str) -> None:
+    with pytest.raises(SpecError, match=r"^--set: `dotted.key=value` syntax must hold"):
+        parse_override(bad)
+
+
+def test_override_into_a_scalar_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"--set train.epochs.x: `train.epochs` must be a section"):
+        apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
+
+
+def test_yaml_file_round_trip(tmp_path: Path) -> None:
+    spec = load_spec("digits_lr")
+    f = tmp_path / "mine.yaml"
+    f.write_text(spec.to_yaml())
+    again = load_spec(str(f))
+    assert again == spec
+    assert again.spec_hash() == spec.spec_hash()
+    assert load_spec(str(f), ["train.epochs=4"]).spec_hash() != spec.spec_hash()
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsearch: [unclosed\n")
+    with pytest.raises(SpecError, match=r"YAML syntax error at line \d+"):
+        load_spec(str(bad))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    with pytest.raises(SpecError, match="must hold a mapping"):
+        load_spec(str(scalar))
+    with pytest.raises(SpecError, match="must exist"):
+        load_spec(str(tmp_path / "missing.yaml"))
+
+
+def test_unknown_sweep_name_lists_the_known_ones() -> None:
+    with pytest.raises(SpecError, match=r"cardio_clr, digits_lr"):
+        load_spec("cifar_clr")
+
+
+def test_yaml_is_read_safely(tmp_path: Path) -> None:
+    f = tmp_path / "evil.yaml"
+    f.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(SpecError, match="YAML syntax error"):
+        load_spec(str(f))
+
+
+def test_flat_params_and_yaml_dump() -> None:
+    spec = load_spec("cardio_clr")
+    flat = spec.flat()
+    assert flat["search.base_lr.low"] == 1e-4
+    assert flat["train.epochs"] == 50
+    assert SweepSpec.model_validate(yaml.safe_load(spec.to_yaml())) == spec

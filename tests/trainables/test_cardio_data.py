@@ -1,0 +1,182 @@
+"""Finding, downloading, verifying, reading, cleaning and splitting the cardio data."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainables import CARDIO_SHA256, DataError, DatasetConfig
+from trainables.data import cardio, load_splits
+
+HEADER = "id;age;gender;height;weight;ap_hi;ap_lo;cholesterol;gluc;smoke;alco;active;cardio"
+
+
+def write(path: Path, rows: list[str], header: str = HEADER) -> str:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+GOOD = "0;18393;2;168;62.0;110;80;1;1;0;0;1;0"
+
+
+def test_cleaning_rules_drop_impossible_rows(tmp_path: Path) -> None:
+    rows = [
+        GOOD,
+        "1;20000;1;160;70;16020;80;1;1;0;0;1;1",  # ap_hi far above 250
+        "2;20000;1;160;70;120;-70;1;1;0;0;1;1",  # negative ap_lo
+        "3;20000;1;160;70;120;130;1;1;0;0;1;1",  # ap_lo >= ap_hi
+        "4;20000;1;100;70;120;80;1;1;0;0;1;1",  # height below 120
+        "5;20000;1;160;250;120;80;1;1;0;0;1;1",  # weight above 200
+        "6;20000;1;160;70;59;40;1;1;0;0;1;1",  # ap_hi below 60
+        "7;21915;1;200;80;250;30;1;1;0;0;1;1",  # on every bound: kept
+    ]
+    f = tmp_path / "c.csv"
+    write(f, rows)
+    out = cardio.clean(cardio.read(f))
+    assert list(out["id"]) == [0, 7]
+    assert out["age_years"].iloc[0] == pytest.approx(18393 / 365.25)
+    assert out["bmi"].iloc[0] == pytest.approx(62.0 / 1.68**2)
+    assert list(out["gender"]) == [1, 0]
+
+
+def test_the_real_file_is_cleaned_as_documented(real_cardio: Path) -> None:
+    raw = cardio.read(real_cardio)
+    assert len(raw) == 70_000
+    assert raw["cardio"].value_counts().to_dict() == {0: 35_021, 1: 34_979}
+    out = cardio.clean(raw)
+    assert 60_000 < len(out) < 70_000
+    for col, (lo, hi) in cardio.RULES.items():
+        assert out[col].between(lo, hi).all()
+    assert (out["ap_lo"] < out["ap_hi"]).all()
+
+
+def test_split_is_stratified_and_scaled_with_train_statistics(real_cardio: Path) -> None:
+    s = load_splits(DatasetConfig(name="cardio"))
+    n = len(s.y_train) + len(s.y_val) + len(s.y_test)
+    assert len(s.y_test) / n == pytest.approx(0.15, abs=0.002)
+    assert len(s.y_val) / n == pytest.approx(0.15, abs=0.002)
+    rates = [float(y.float().mean()) for y in (s.y_train, s.y_val, s.y_test)]
+    assert max(rates) - min(rates) < 0.002
+    assert s.x_train.dtype == s.x_val.dtype == s.x_test.dtype
+    assert str(s.x_train.dtype) == "torch.float32"
+    assert np.allclose(s.x_train.mean(0).numpy(), 0, atol=1e-4)
+    assert np.allclose(s.x_train.std(0).numpy(), 1, atol=1e-3)
+    assert not np.allclose(s.x_val.mean(0).numpy(), 0, atol=1e-4)  # not refit on val
+    assert s.n_features == len(cardio.FEATURES) and s.n_classes == 2
+    assert load_splits(DatasetConfig(name="cardio")) is s  # once per process
+
+
+def test_lookup_order_explicit_then_env_then_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explicit, env_dir, cache = tmp_path / "x.csv", tmp_path / "env", cardio.cache_dir()
+    env_dir.mkdir()
+    cache.mkdir(parents=True)
+    sha_e = write(explicit, [GOOD])
+    sha_env = write(env_dir / "cardio_train.csv", [GOOD, GOOD])
+    sha_c = write(cache / "cardio_train.csv", [GOOD, GOOD, GOOD])
+    monkeypatch.setenv("SWEEPS_DATA_DIR", str(env_dir))
+    assert cardio.locate(str(explicit), sha_e) == explicit
+    assert cardio.locate(None, sha_env) == env_dir / "cardio_train.csv"
+    monkeypatch.setenv("SWEEPS_DATA_DIR", str(tmp_path / "empty"))
+    assert cardio.locate(None, sha_c) == cache / "cardio_train.csv"
+
+
+def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "cardio_train.csv"
+    write(f, [GOOD])
+    with pytest.raises(DataError, match=r"^dataset.sha256: the file .* must have SHA-256 21a705"):
+        cardio.locate(str(f), CARDIO_SHA256)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("", "it is empty"),
+        (HEADER + "\n", "has only a header"),
+        ("a;b;c\n1;2;3\n", "must have the columns"),
+        (HEADER.replace(";gluc", "") + "\n0;1;2;3;4;5;6;7;8;9;10;11\n", "lacks ['gluc']"),
+        (HEADER + "\n" + GOOD.replace("168", "tall") + "\n", "column 'height' must be numeric"),
+        (HEADER + "\n" + GOOD.replace("168", "") + "\n", "column 'height' must have no empty"),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path: Path, content: str, needle: str) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=None) as e:
+        cardio.load_arrays(str(f), None)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_offline_error_names_where_to_put_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    with pytest.raises(DataError) as e:
+        cardio.locate(None, CARDIO_SHA256, url="http://127.0.0.1:9/none")
+    msg = str(e.value)
+    assert "could not be downloaded" in msg
+    assert str(cardio.cache_dir() / "cardio_train.csv") in msg
+    assert "$SWEEPS_DATA_DIR" in msg
+
+
+@pytest.fixture()
+def zip_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real HTTP server on loopback serving a Kaggle-style zip."""
+    csv = tmp_path / "src.csv"
+    sha = write(csv, [GOOD, GOOD])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.write(csv, "cardio_train.csv")
+    payload = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/download", sha
+    srv.shutdown()
+
+
+def test_download_verifies_and_caches(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, sha = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    got = cardio.locate(None, sha, url=url)
+    assert got == cardio.cache_dir() / "cardio_train.csv"
+    assert len(pd.read_csv(got, sep=";")) == 2
+    # Cached now: found without the network.
+    assert cardio.locate(None, sha, url="http://127.0.0.1:9/none") == got
+
+
+def test_bad_download_is_not_cached(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="must have SHA-256"):
+        cardio.locate(None, CARDIO_SHA256, url=url)
+    assert not (cardio.cache_dir() / "cardio_train.csv").exists()
+
+
+def test_digits_split_the_same_way() -> None:
+    s = load_splits(DatasetConfig(name="digits", val_fraction=0.2, test_fraction=0.2))
+    assert s.n_classes == 10 and s.n_features == 64
+    assert len(s.y_test) == pytest.approx(0.2 * 1797, abs=1)

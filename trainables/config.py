@@ -1,0 +1,106 @@
+"""What one trial trains: the sections a sweep spec shares with the trainable. Pure Pydantic."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from search_spaces import FamilyName, RuleError
+
+CARDIO_SHA256 = "21a705d23381b0dfd6a6416da701b490744f1fc3b47e9ff3db3968c420ffa10c"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Section):
+    name: Literal["cardio", "digits"]
+    val_fraction: float = Field(default=0.15, gt=0, lt=1)
+    test_fraction: float = Field(default=0.15, gt=0, lt=1)
+    split_seed: int = 0
+    # cardio only: an explicit file, and the checksum it must have (null skips the check).
+    path: str | None = None
+    sha256: str | None = CARDIO_SHA256
+
+    @model_validator(mode="after")
+    def _fractions(self) -> Self:
+        if not self.val_fraction + self.test_fraction < 0.9:
+            raise RuleError(
+                "test_fraction",
+                "`val_fraction + test_fraction < 0.9` must hold (training needs the rest), but got "
+                f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction})",
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    name: Literal["mlp"]
+    hidden: tuple[int, ...] = (64, 32)
+
+    @model_validator(mode="after")
+    def _widths(self) -> Self:
+        bad = [h for h in self.hidden if h < 1]
+        if bad:
+            raise RuleError(
+                "hidden", f"every hidden width must be >= 1, but got {list(self.hidden)}"
+            )
+        return self
+
+
+class OptimizerConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"]
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _momentum_is_sgd_only(self) -> Self:
+        if self.name != "sgd" and self.momentum != 0.0:
+            raise RuleError(
+                "momentum",
+                f"`momentum` applies to sgd only, but got (name={self.name!r}, "
+                f"momentum={self.momentum})",
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    # A trial saves a checkpoint every this many epochs (and at its last one).
+    checkpoint_every: int = Field(default=5, ge=1)
+    # Epochs at chance accuracy, with no progress on val_loss, before a trial counts as collapsed.
+    collapse_patience: int = Field(default=3, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrialConfig(_Section):
+    """Everything ``train_loop`` needs: the shared sections plus one sampled point."""
+
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    family: FamilyName
+    base_lr: float = Field(gt=0)
+    max_lr: float | None = Field(default=None, gt=0)
+    step_size_epochs: int | None = Field(default=None, ge=1)
+    gamma: float | None = Field(default=None, gt=0, le=1)
+    t_mult: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _family_params(self) -> Self:
+        from search_spaces import FAMILIES
+
+        missing = [p for p in FAMILIES[self.family].params if getattr(self, p) is None]
+        if missing:
+            raise ValueError(f"family {self.family!r} needs {missing}, but they are unset")
+        if self.max_lr is not None and self.family != "fixed" and not self.max_lr > self.base_lr:
+            raise ValueError(
+                f"`max_lr > base_lr` must hold, but got (base_lr={self.base_lr}, "
+                f"max_lr={self.max_lr})"
+            )
+        return self

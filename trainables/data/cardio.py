@@ -1,0 +1,174 @@
+"""The Kaggle cardiovascular-disease set: find, download, verify, read and clean it.
+
+Cleaning rules (rows outside them are physiologically impossible and are dropped):
+- ap_hi (systolic) within [60, 250] mmHg and ap_lo (diastolic) within [30, 200] mmHg;
+- ap_lo < ap_hi;
+- height within [120, 220] cm and weight within [30, 200] kg.
+Then age goes from days to years, and BMI = weight / (height in m)^2 is added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import platformdirs
+
+from trainables.errors import DataError
+
+FILENAME = "cardio_train.csv"
+KAGGLE_URL = (
+    "https://www.kaggle.com/api/v1/datasets/download/sulianova/cardiovascular-disease-dataset"
+)
+COLUMNS = (
+    "id", "age", "gender", "height", "weight", "ap_hi", "ap_lo",
+    "cholesterol", "gluc", "smoke", "alco", "active", "cardio",
+)  # fmt: skip
+FEATURES = (
+    "age_years", "gender", "height", "weight", "bmi", "ap_hi", "ap_lo",
+    "cholesterol", "gluc", "smoke", "alco", "active",
+)  # fmt: skip
+LABEL = "cardio"
+RULES: dict[str, tuple[float, float]] = {
+    "ap_hi": (60, 250),
+    "ap_lo": (30, 200),
+    "height": (120, 220),
+    "weight": (30, 200),
+}
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("sweeps"))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(path: Path, sha256: str | None) -> Path:
+    if sha256 is None:
+        return path
+    got = sha256_of(path)
+    if got != sha256:
+        raise DataError(
+            f"dataset.sha256: the file {path} must have SHA-256 {sha256}, but got {got}; "
+            "it is corrupt or not Kaggle's cardio_train.csv (re-download it, or set "
+            "dataset.sha256=null for a file of your own)"
+        )
+    return path
+
+
+def _download(dest: Path, url: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(
+            f"dataset: {FILENAME} was not found and could not be downloaded from {url} "
+            f"({exc}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
+        ) from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            member = next((n for n in zf.namelist() if n.endswith(FILENAME)), None)
+            if member is None:
+                raise DataError(f"dataset: the download from {url} holds no {FILENAME}")
+            data = zf.read(member)
+    except zipfile.BadZipFile:
+        data = payload  # a plain CSV is fine too; the checksum decides
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a failed download never leaves a half file in the cache.
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
+        tmp.write(data)
+    shutil.move(tmp.name, dest)
+
+
+def locate(path: str | None, sha256: str | None, url: str = KAGGLE_URL) -> Path:
+    """Find the CSV: explicit path, then $SWEEPS_DATA_DIR, then the user cache, then download."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise DataError(f"dataset.path: the file must exist, but got {str(p)!r}")
+        return _verify(p, sha256)
+    env = os.environ.get("SWEEPS_DATA_DIR")
+    if env:
+        p = Path(env).expanduser() / FILENAME
+        if p.is_file():
+            return _verify(p, sha256)
+    cached = cache_dir() / FILENAME
+    if cached.is_file():
+        return _verify(cached, sha256)
+    _download(cached, url)
+    try:
+        return _verify(cached, sha256)
+    except DataError:
+        cached.unlink(missing_ok=True)  # never keep a bad download
+        raise
+
+
+def read(path: Path) -> pd.DataFrame:
+    """Read and check the raw file: the 13 Kaggle columns, numeric, at least one row."""
+    try:
+        df = pd.read_csv(path, sep=";")
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"dataset: the file {path} must hold a header and rows, but it is empty"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"dataset: the file {path} must be ';'-separated CSV, but {exc}") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    extra = [c for c in df.columns if c not in COLUMNS]
+    if missing or extra:
+        raise DataError(
+            f"dataset: the file {path} must have the columns {';'.join(COLUMNS)}, but "
+            f"lacks {missing} and has unexpected {extra}"
+        )
+    if df.empty:
+        raise DataError(f"dataset: the file {path} must hold rows, but has only a header")
+    for col in COLUMNS:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            bad = pd.to_numeric(df[col], errors="coerce").isna()
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataError(
+                f"dataset: column {col!r} must be numeric, but row {row + 2} of {path} holds "
+                f"{df[col].iloc[row]!r}"
+            )
+    if df[list(COLUMNS)].isna().any().any():
+        col = next(c for c in COLUMNS if df[c].isna().any())
+        raise DataError(f"dataset: column {col!r} must have no empty cells in {path}")
+    return df
+
+
+def clean(df: pd.DataFrame) -> pd.DataFrame:
+    """Apply the documented cleaning rules and derive age_years and bmi."""
+    keep = pd.Series(True, index=df.index)
+    for col, (lo, hi) in RULES.items():
+        keep &= df[col].between(lo, hi)
+    keep &= df["ap_lo"] < df["ap_hi"]
+    out = df.loc[keep].copy()
+    out["age_years"] = out["age"] / 365.25
+    out["bmi"] = out["weight"] / (out["height"] / 100.0) ** 2
+    out["gender"] = out["gender"] - 1  # 1/2 in the file
+    return out
+
+
+def load_arrays(path: str | None, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
+    df = clean(read(locate(path, sha256)))
+    if df.empty:
+        raise DataError("dataset: no row of the cardio file passes the cleaning rules")
+    x = df[list(FEATURES)].to_numpy(dtype=np.float32)
+    y = df[LABEL].to_numpy(dtype=np.int64)
+    return x, y

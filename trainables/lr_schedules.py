@@ -1,0 +1,105 @@
+"""LR schedules, one small factory per family, all built on torch's own schedulers.
+
+Every schedule is stepped once per batch. ``step_size_epochs`` times the iterations per epoch gives
+the step size in iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LRScheduler,
+    OneCycleLR,
+)
+
+from trainables.config import TrialConfig
+
+
+class PerBatchWarmRestarts(CosineAnnealingWarmRestarts):
+    """SGDR stepped per batch: torch wants ``step(epoch + i / iters)`` for that; count batches."""
+
+    def __init__(self, optimizer: Optimizer, iters_per_epoch: int, **kwargs: Any) -> None:
+        # Set before super().__init__, which takes the first step.
+        self.iters_per_epoch = iters_per_epoch
+        self.batches = 0
+        super().__init__(optimizer, **kwargs)
+
+    def step(self, epoch: float | None = None) -> None:
+        if epoch is None:
+            if self.last_epoch >= 0:  # the constructor's first step is at batch 0
+                self.batches += 1
+            epoch = self.batches / self.iters_per_epoch
+        super().step(epoch)
+
+
+Factory = Callable[[Optimizer, TrialConfig, int], LRScheduler]
+
+
+def _req(value: float | int | None) -> Any:
+    assert value is not None, "TrialConfig validation guarantees the family's parameters"
+    return value
+
+
+def _fixed(opt: Optimizer, cfg: TrialConfig, iters: int) -> LRScheduler:
+    return ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def _cyclic(mode: Literal["triangular", "triangular2", "exp_range"]) -> Factory:
+    def build(opt: Optimizer, cfg: TrialConfig, iters: int) -> LRScheduler:
+        return CyclicLR(
+            opt,
+            base_lr=cfg.base_lr,
+            max_lr=_req(cfg.max_lr),
+            step_size_up=_req(cfg.step_size_epochs) * iters,
+            mode=mode,
+            gamma=cfg.gamma if cfg.gamma is not None else 1.0,
+            # torch's default (True) would silently cycle SGD momentum between 0.8 and 0.9.
+            cycle_momentum=False,
+        )
+
+    return build
+
+
+def _one_cycle(opt: Optimizer, cfg: TrialConfig, iters: int) -> LRScheduler:
+    max_lr = _req(cfg.max_lr)
+    return OneCycleLR(
+        opt,
+        max_lr=max_lr,
+        total_steps=cfg.train.epochs * iters,
+        div_factor=max_lr / cfg.base_lr,
+        cycle_momentum=False,  # same optimizer as the fixed arm
+    )
+
+
+def _sgdr(opt: Optimizer, cfg: TrialConfig, iters: int) -> LRScheduler:
+    for group in opt.param_groups:
+        group["lr"] = _req(cfg.max_lr)  # eta_max is the optimizer's initial rate
+        group["initial_lr"] = group["lr"]
+    return PerBatchWarmRestarts(
+        opt,
+        iters_per_epoch=iters,
+        T_0=_req(cfg.step_size_epochs),
+        T_mult=_req(cfg.t_mult),
+        eta_min=cfg.base_lr,
+    )
+
+
+LR_SCHEDULES: dict[str, Factory] = {
+    "fixed": _fixed,
+    "triangular": _cyclic("triangular"),
+    "triangular2": _cyclic("triangular2"),
+    "exp_range": _cyclic("exp_range"),
+    "one_cycle": _one_cycle,
+    "sgdr": _sgdr,
+}
+
+
+def build_lr_schedule(opt: Optimizer, cfg: TrialConfig, iters_per_epoch: int) -> LRScheduler:
+    """The per-batch LR schedule of ``cfg.family`` on ``opt`` (built with lr = base_lr)."""
+    return LR_SCHEDULES[cfg.family](opt, cfg, iters_per_epoch)

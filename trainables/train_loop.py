@@ -1,0 +1,179 @@
+"""``train_loop(config, report, checkpoint)``: one trial, free of Ray.
+
+The caller passes ``report(metrics, state)``: Ray's wrapper forwards it to ``tune.report`` and tests
+pass a list-appending fake. ``state`` is a checkpoint (a dict for ``torch.save``) or None.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from trainables.config import OptimizerConfig, TrialConfig
+from trainables.data import Splits, load_dataset
+from trainables.lr_schedules import build_lr_schedule
+from trainables.models import build_model
+
+Status = Literal["running", "completed", "diverged", "collapsed"]
+Metrics = dict[str, Any]
+Report = Callable[[Metrics, dict[str, Any] | None], None]
+
+# A trial counts as at chance while its val_acc is within this of the majority-class rate.
+CHANCE_TOLERANCE = 0.01
+# val_loss must improve by this relative amount within the patience window to count as learning.
+MIN_REL_IMPROVEMENT = 1e-3
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_optimizer(params: Any, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Loss and accuracy in one no-grad pass."""
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y).item()
+    acc = (logits.argmax(dim=1) == y).float().mean().item()
+    return loss, acc
+
+
+def majority_rate(y: torch.Tensor) -> float:
+    return float(torch.bincount(y).max().item() / y.numel())
+
+
+class _CollapseWatch:
+    """At chance for ``patience`` epochs in a row, with no progress on val_loss: collapsed."""
+
+    def __init__(self, chance: float, patience: int) -> None:
+        self.chance, self.patience = chance, patience
+        self.window: list[float] = []
+
+    def update(self, val_acc: float, val_loss: float) -> bool:
+        if val_acc > self.chance + CHANCE_TOLERANCE:
+            self.window.clear()
+            return False
+        self.window.append(val_loss)
+        if len(self.window) <= self.patience:
+            return False
+        first, rest = self.window[-self.patience - 1], self.window[-self.patience :]
+        return min(rest) > first * (1.0 - MIN_REL_IMPROVEMENT)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": list(self.window)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window = list(state["window"])
+
+
+def train_loop(
+    config: Mapping[str, Any] | TrialConfig,
+    report: Report,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> Metrics:
+    """Train one config, report every epoch, and return the last metrics reported."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.train.device)
+    data: Splits = load_dataset(cfg.dataset, device)
+
+    torch.manual_seed(cfg.seed)
+    shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.n_features, data.n_classes).to(device)
+    opt = build_optimizer(model.parameters(), cfg.optimizer, cfg.base_lr)
+    n = data.x_train.shape[0]
+    bs = cfg.train.batch_size
+    iters = math.ceil(n / bs)
+    lr_schedule = build_lr_schedule(opt, cfg, iters)
+    collapse = _CollapseWatch(majority_rate(data.y_val), cfg.train.collapse_patience)
+    best = 0.0
+    start = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        lr_schedule.load_state_dict(checkpoint["lr_schedule"])
+        shuffle.set_state(checkpoint["shuffle_rng"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        collapse.load_state_dict(checkpoint["collapse"])
+        best, start = checkpoint["val_acc_best"], checkpoint["epoch"]
+
+    metrics: Metrics = {}
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start + 1, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        lr = opt.param_groups[0]["lr"]
+        perm = torch.randperm(n, generator=shuffle).to(device)
+        total = torch.zeros((), device=device)
+        for i in range(iters):
+            idx = perm[i * bs : (i + 1) * bs]
+            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lr_schedule.step()
+            total += loss.detach() * idx.numel()
+        train_loss = total.item() / n
+        model.eval()
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+
+        status: Status = "completed" if epoch == cfg.train.epochs else "running"
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            # ASHA never stops a NaN (cur < cutoff is False), so report a finite worst value.
+            status, val_acc, val_loss = "diverged", 0.0, float("nan")
+        elif collapse.update(val_acc, val_loss):
+            status = "collapsed"
+        best = max(best, val_acc)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "val_acc_best": best,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - t0,
+            "status": status,
+        }
+        ends = status != "running"
+        state = None
+        if ends or epoch % cfg.train.checkpoint_every == 0:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(),
+                "shuffle_rng": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "collapse": collapse.state_dict(),
+                "val_acc_best": best,
+                "epoch": epoch,
+            }
+        report(metrics, state)
+        if ends:
+            break
+    return metrics
+
+
+def test_accuracy(config: Mapping[str, Any] | TrialConfig, state: Mapping[str, Any]) -> float:
+    """Accuracy on the held-out test split of a model restored from a checkpoint ``state``."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.dataset, device)
+    model = build_model(cfg.model, data.n_features, data.n_classes).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return evaluate(model, data.x_test, data.y_test)[1]
