@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import optuna
@@ -71,35 +72,40 @@ def study_seed(seed: int, family: str) -> int:
     return zlib.crc32(f"{seed}:{family}".encode()) & 0x7FFFFFFF
 
 
-def define_by_run(space: SearchSpace, family: str) -> DefineByRun:
-    """The Optuna define-by-run function of one family.
+@dataclass(frozen=True)
+class FamilySpace:
+    """The Optuna define-by-run function of one family (a class, so Ray can pickle it).
 
     It only suggests; every parameter name always gets the same (float/int/categorical, log) kind.
     """
-    params = FAMILIES[family].params
-    base, top = space.base_lr, space.max_lr
-    # Cyclic families need room above base_lr for max_lr.
-    base_high = (
-        base.high
-        if top is None or "max_lr" not in params
-        else min(base.high, top.high / _STRICTLY_ABOVE)
-    )
-    step, gamma, t_mult = space.step_size_epochs, space.gamma, space.t_mult
 
-    def sample(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+    space: SearchSpace
+    family: str
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        params = FAMILIES[self.family].params
+        base, top = self.space.base_lr, self.space.max_lr
+        base_high = base.high
+        if top is not None and "max_lr" in params:
+            base_high = min(base.high, top.high / _STRICTLY_ABOVE)  # leave room for max_lr
         base_lr = trial.suggest_float("base_lr", base.low, base_high, log=base.log)
         if "max_lr" in params and top is not None:
             low = max(top.low, base_lr * _STRICTLY_ABOVE)
             trial.suggest_float("max_lr", low, top.high, log=top.log)
         if "step_size_epochs" in params:
+            step = self.space.step_size_epochs
             trial.suggest_int("step_size_epochs", step.low, step.high, log=step.log)
         if "gamma" in params:
+            gamma = self.space.gamma
             trial.suggest_float("gamma", gamma.low, gamma.high, log=gamma.log)
         if "t_mult" in params:
-            trial.suggest_categorical("t_mult", list(t_mult.values))
-        return {"family": family}
+            trial.suggest_categorical("t_mult", list(self.space.t_mult.values))
+        return {"family": self.family}
 
-    return sample
+
+def define_by_run(space: SearchSpace, family: str) -> DefineByRun:
+    """The define-by-run function of ``family`` over ``space``."""
+    return FamilySpace(space, family)
 
 
 def in_bounds(space: SearchSpace, config: dict[str, Any]) -> list[str]:

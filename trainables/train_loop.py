@@ -44,12 +44,13 @@ def build_optimizer(params: Any, cfg: OptimizerConfig, lr: float) -> torch.optim
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Loss and accuracy in one no-grad pass."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, int]:
+    """Loss, accuracy and the number of distinct predicted classes, in one no-grad pass."""
     logits = model(x)
     loss = nn.functional.cross_entropy(logits, y).item()
-    acc = (logits.argmax(dim=1) == y).float().mean().item()
-    return loss, acc
+    pred = logits.argmax(dim=1)
+    acc = (pred == y).float().mean().item()
+    return loss, acc, int(torch.unique(pred).numel())
 
 
 def majority_rate(y: torch.Tensor) -> float:
@@ -57,27 +58,32 @@ def majority_rate(y: torch.Tensor) -> float:
 
 
 class _CollapseWatch:
-    """At chance for ``patience`` epochs in a row, with no progress on val_loss: collapsed."""
+    """Collapsed: at chance for ``patience`` epochs in a row, and either predicting a single
+    class all that time (dead units, the classic high-rate failure) or making no progress on
+    val_loss over one more epoch."""
 
     def __init__(self, chance: float, patience: int) -> None:
         self.chance, self.patience = chance, patience
-        self.window: list[float] = []
+        self.window: list[tuple[float, int]] = []  # (val_loss, predicted classes) at chance
 
-    def update(self, val_acc: float, val_loss: float) -> bool:
+    def update(self, val_acc: float, val_loss: float, n_pred: int) -> bool:
         if val_acc > self.chance + CHANCE_TOLERANCE:
             self.window.clear()
             return False
-        self.window.append(val_loss)
+        self.window.append((val_loss, n_pred))
+        recent = self.window[-self.patience :]
+        if len(recent) == self.patience and all(n == 1 for _, n in recent):
+            return True
         if len(self.window) <= self.patience:
             return False
-        first, rest = self.window[-self.patience - 1], self.window[-self.patience :]
-        return min(rest) > first * (1.0 - MIN_REL_IMPROVEMENT)
+        first = self.window[-self.patience - 1][0]
+        return min(loss for loss, _ in recent) > first * (1.0 - MIN_REL_IMPROVEMENT)
 
     def state_dict(self) -> dict[str, Any]:
         return {"window": list(self.window)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.window = list(state["window"])
+        self.window = [(float(loss), int(n)) for loss, n in state["window"]]
 
 
 def train_loop(
@@ -130,13 +136,13 @@ def train_loop(
             total += loss.detach() * idx.numel()
         train_loss = total.item() / n
         model.eval()
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        val_loss, val_acc, n_pred = evaluate(model, data.x_val, data.y_val)
 
         status: Status = "completed" if epoch == cfg.train.epochs else "running"
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             # ASHA never stops a NaN (cur < cutoff is False), so report a finite worst value.
             status, val_acc, val_loss = "diverged", 0.0, float("nan")
-        elif collapse.update(val_acc, val_loss):
+        elif collapse.update(val_acc, val_loss, n_pred):
             status = "collapsed"
         best = max(best, val_acc)
         metrics = {

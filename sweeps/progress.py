@@ -1,0 +1,124 @@
+"""A concise live view of a sweep, in place of Ray's wide tables. No Ray here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+
+@dataclass
+class FamilyProgress:
+    budget: int
+    running: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    best: float | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.ended or time.monotonic()) - self.started
+
+
+class SweepProgress:
+    """Per family: trials done, running, stopped, diverged, best val_acc, elapsed, a bar.
+
+    On a terminal it redraws in place; elsewhere (CI, logs) it prints one line per finished trial.
+    """
+
+    def __init__(self, families: dict[str, int], console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.families = {f: FamilyProgress(budget) for f, budget in families.items()}
+        self.phase = "search"
+        self._live: Live | None = None
+
+    # Ray pickles callbacks with the run config; a restored copy gets a fresh console.
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "console": None, "_live": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.console = Console(stderr=True, soft_wrap=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> SweepProgress:
+        if self.console.is_terminal:
+            self._live = Live(self.render(), console=self.console, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def log(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
+    # -- events -------------------------------------------------------------------------------
+    def family_started(self, family: str) -> None:
+        self.families[family].started = time.monotonic()
+        self._refresh()
+
+    def family_ended(self, family: str) -> None:
+        self.families[family].ended = time.monotonic()
+        self._refresh()
+
+    def trial_started(self, family: str) -> None:
+        self.families[family].running += 1
+        self._refresh()
+
+    def trial_result(self, family: str, val_acc: float) -> None:
+        fp = self.families[family]
+        fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
+        self._refresh()
+
+    def trial_ended(self, family: str, name: str, status: str, epochs: int, val_acc: float) -> None:
+        fp = self.families[family]
+        fp.running = max(0, fp.running - 1)
+        fp.counts[status] = fp.counts.get(status, 0) + 1
+        if self._live is None:
+            best = f"{fp.best:.4f}" if fp.best is not None else "-"
+            self.log(
+                f"[{family} {fp.done}/{fp.budget}] {name} {status} after {epochs} epochs, "
+                f"val_acc {val_acc:.4f} (family best {best}, {fp.elapsed():.0f}s)"
+            )
+        self._refresh()
+
+    # -- view ---------------------------------------------------------------------------------
+    def render(self) -> RenderableType:
+        table = Table(title=f"sweep: {self.phase}", title_justify="left", expand=False)
+        for col in ("family", "progress", "done", "running", "stopped", "diverged", "failed"):
+            table.add_column(col, justify="left" if col in ("family", "progress") else "right")
+        table.add_column("best val_acc", justify="right")
+        table.add_column("elapsed", justify="right")
+        for fam, fp in self.families.items():
+            c = fp.counts
+            table.add_row(
+                fam,
+                ProgressBar(total=fp.budget, completed=fp.done, width=20),
+                f"{fp.done}/{fp.budget}",
+                str(fp.running),
+                str(c.get("stopped", 0)),
+                str(c.get("diverged", 0) + c.get("collapsed", 0)),
+                str(c.get("failed", 0)),
+                f"{fp.best:.4f}" if fp.best is not None else "-",
+                f"{fp.elapsed():.0f}s",
+            )
+        return Group(table, Text("diverged counts collapsed trials too", style="dim"))

@@ -1,0 +1,116 @@
+"""CLI: ``python -m sweeps.run NAME|FILE.yaml [--set k=v ...]``. Parses, then calls run_sweep."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import optuna
+from pydantic import ValidationError
+from rich.console import Console
+
+from search_spaces import FAMILIES, define_by_run
+from sweeps.errors import SweepsError, format_validation_error
+from sweeps.registry import describe
+from sweeps.spec import SweepSpec, load_spec
+from trainables import DataError
+
+EXIT_USER_ERROR = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeps.run",
+        description="Run a learning-rate schedule sweep: does CLR beat a tuned fixed rate?",
+    )
+    p.add_argument("sweep", nargs="?", help="a built-in sweep name (see --list) or a YAML file")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
+        help="override a spec field, e.g. --set search.trials_per_family=4 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite mlflow.db in the working directory)")  # fmt: skip
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--storage", help="Ray storage_path (shared storage for several nodes)")
+    p.add_argument("--max-concurrent", type=int, help="at most N trials at once")
+    p.add_argument("--dry-run", action="store_true", help="validate and sample; start nothing")
+    p.add_argument("--list", action="store_true", help="list the built-in sweeps")
+    return p
+
+
+def dry_run(spec: SweepSpec, console: Console, samples: int = 3) -> None:
+    console.print(spec.to_yaml(), highlight=False, markup=False)
+    budget = spec.search.trials_per_family
+    console.print(
+        f"budget: {len(spec.families)} families x {budget} trials x up to {spec.train.epochs} "
+        f"epochs = at most {len(spec.families) * budget * spec.train.epochs} trial epochs",
+        highlight=False,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for family in spec.families:
+        fam = FAMILIES[family]
+        console.print(
+            f"\n{family}: {fam.description}; samples {', '.join(fam.params)}; ASHA grace "
+            f"{spec.grace_period(family)} epochs",
+            highlight=False,
+        )
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.sampler.seed))
+        fn = define_by_run(spec.search, family)
+        for _ in range(samples):
+            trial = study.ask()
+            fn(trial)
+            shown = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in trial.params.items()
+            )
+            console.print(f"  {shown}", highlight=False)
+            study.tell(trial, 0.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study otherwise
+    # Off a terminal (CI, log files) rich would squeeze tables into 80 columns.
+    out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+    err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 140)
+    if args.list:
+        for name, desc in describe():
+            out.print(f"{name:<14} {desc}", highlight=False, markup=False)
+        return 0
+    if not args.sweep:
+        parser().error("a sweep name or YAML file is required (or --list)")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        return _fail(err, f"--max-concurrent: `N >= 1` must hold, but got {args.max_concurrent}")
+    try:
+        spec = load_spec(args.sweep, args.overrides)
+        if args.dry_run:
+            dry_run(spec, out)
+            return 0
+        from sweeps.sweep import RunOptions, print_summary, run_sweep  # imports Ray
+
+        result = run_sweep(
+            spec,
+            RunOptions(args.tracking_uri, args.address, args.storage, args.max_concurrent),
+            err,
+        )
+        print_summary(result, out)
+        return 0
+    except (SweepsError, DataError) as exc:
+        return _fail(err, str(exc))
+    except ValidationError as exc:
+        return _fail(err, format_validation_error(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted: the MLflow parent run is marked KILLED")
+        return 130
+
+
+def _fail(console: Console, message: str) -> int:
+    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The whole sweep: checks, Ray, one search per family, MLflow, then the summary."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from rich.console import Console
+from rich.table import Table
+
+from sweeps.errors import SweepsError
+from sweeps.progress import SweepProgress
+from sweeps.spec import SweepSpec
+from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
+from sweeps.tuner import FamilyOutcome, capacity, run_family
+from trainables import TrialConfig
+from trainables.data import load_splits
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    tracking_uri: str | None = None
+    address: str | None = None
+    storage: str | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    tracking_uri: str
+    storage: str
+    outcomes: dict[str, FamilyOutcome] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+def iters_per_epoch(spec: SweepSpec) -> int:
+    """Batches per epoch; loading the data here also fails fast on a bad file, before Ray."""
+    cfg = TrialConfig.model_validate(spec.trial_config({"family": "fixed", "base_lr": 0.1}))
+    return math.ceil(len(load_splits(cfg.dataset).y_train) / spec.train.batch_size)
+
+
+def default_tracking_uri(uri: str | None) -> str:
+    resolved = resolve_uri(uri)
+    if resolved == "sqlite:///mlflow.db":  # absolute, so the printed `mlflow ui` works anywhere
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return resolved
+
+
+def start_ray(address: str | None) -> bool:
+    """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    common = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        try:
+            ray.init(address=address, **common)  # type: ignore[arg-type]
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SweepsError(
+                f"--address: the Ray cluster at {address!r} must be reachable, but {msg[:200]}"
+            ) from None
+        return False
+    # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.
+    ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **common)  # type: ignore[arg-type]
+    return True
+
+
+def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:
+    console = console or Console(stderr=True)
+    uri = default_tracking_uri(opts.tracking_uri)
+    iters = iters_per_epoch(spec)
+    tracker = SweepTracker(uri, spec)
+    tracker.check()
+    storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
+    started_ray = start_ray(opts.address)
+    t0 = time.monotonic()
+    parent = tracker.start()
+    result = SweepResult(parent, uri, storage)
+    experiment = f"{spec.name}-{parent[:8]}"
+    status = "FAILED"
+    try:
+        slots = opts.max_concurrent or capacity(spec, ray.cluster_resources())
+        # More parallel trials than TPE's random start would sample blind past it.
+        limit = max(1, min(slots, spec.sampler.startup_trials(spec.search.trials_per_family)))
+        console.print(
+            f"sweep {spec.name}: {len(spec.families)} families x "
+            f"{spec.search.trials_per_family} trials, up to {spec.train.epochs} epochs each, "
+            f"{limit} at a time; MLflow parent run {parent}",
+            highlight=False,
+        )
+        budgets = {f: spec.search.trials_per_family for f in spec.families}
+        with SweepProgress(budgets, console) as progress:
+            for family in spec.families:
+                result.outcomes[family] = run_family(
+                    spec,
+                    family,
+                    tracker=tracker,
+                    progress=progress,
+                    storage=storage,
+                    experiment=experiment,
+                    max_concurrent=limit,
+                    iters_per_epoch=iters,
+                )
+        result.wall_seconds = time.monotonic() - t0
+        log_summary(tracker, result)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.finish(status)
+        if started_ray:
+            ray.shutdown()
+    return result
+
+
+def log_summary(tracker: SweepTracker, result: SweepResult) -> None:
+    counts: Counter[str] = Counter()
+    metrics: dict[str, float] = {"wall_seconds": result.wall_seconds}
+    for fam, out in result.outcomes.items():
+        counts.update(out.statuses.values())
+        if out.best_val_acc is not None:
+            metrics[f"best_val_acc/{fam}"] = out.best_val_acc
+        metrics[f"search_epochs/{fam}"] = out.epochs
+        metrics[f"search_seconds/{fam}"] = out.wall_seconds
+        metrics[f"train_seconds/{fam}"] = out.train_seconds
+    for status in TRIAL_STATUSES:
+        metrics[f"trials/{status}"] = counts.get(status, 0)
+    tracker.log_metrics(tracker.parent_id, metrics)
+
+
+def print_summary(result: SweepResult, console: Console) -> None:
+    table = Table(title="best trial per family", title_justify="left")
+    for col in ("family", "best val_acc", *TRIAL_STATUSES, "epochs", "wall s"):
+        table.add_column(col, justify="left" if col == "family" else "right")
+    for fam, out in result.outcomes.items():
+        c = Counter(out.statuses.values())
+        best = f"{out.best_val_acc:.4f}" if out.best_val_acc is not None else "-"
+        table.add_row(
+            fam,
+            best,
+            *(str(c.get(s, 0)) for s in TRIAL_STATUSES),
+            str(out.epochs),
+            f"{out.wall_seconds:.0f}",
+        )
+    console.print(table)
+    console.print(
+        f"results: MLflow {redact(result.tracking_uri)} (parent run {result.parent_run_id}); "
+        f"Ray trial results under {result.storage}",
+        highlight=False,
+    )
+    console.print(f"see them: {ui_hint(result.tracking_uri)}", highlight=False)
+    console.print(f"wall time: {result.wall_seconds:.0f} s", highlight=False)

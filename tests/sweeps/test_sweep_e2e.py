@@ -1,0 +1,166 @@
+"""End to end with a real local Ray instance and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeps.spec import load_spec
+from sweeps.sweep import RunOptions, run_sweep
+from sweeps.tracking import TRIAL_STATUSES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps.run", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def dataset_overrides(ds: dict[str, Any]) -> list[str]:
+    return [f"dataset.{k}={v}" for k, v in ds.items() if k != "name"]
+
+
+def runs_by_role(uri: str, experiment: str) -> dict[str, list[Any]]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    out: dict[str, list[Any]] = {}
+    for r in client.search_runs([exp.experiment_id], max_results=1000):
+        out.setdefault(r.data.tags.get("sweeps.role", "?"), []).append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_cardio_clr_small_run_through_the_cli(
+    tmp_path: Path, cardio_dataset: dict[str, Any]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = ["search.trials_per_family=2", "train.epochs=6", "reeval.seeds=2"]
+    sets += dataset_overrides(cardio_dataset)
+    args = ["cardio_clr", "--tracking-uri", uri]
+    for s in sets:
+        args += ["--set", s]
+    proc = cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"mlflow ui --backend-store-uri {uri}" in proc.stdout
+    assert "best trial per family" in proc.stdout
+
+    runs = runs_by_role(uri, "cardio_clr")
+    (parent,) = runs["sweep"]
+    trials = runs["trial"]
+    assert len(trials) == 12
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweeps.name"] == "cardio_clr"
+    assert len(parent.data.tags["sweeps.spec_hash"]) == 16
+    assert parent.data.params["train.epochs"] == "6"
+    assert parent.data.metrics["wall_seconds"] > 0
+    assert sum(parent.data.metrics[f"trials/{s}"] for s in TRIAL_STATUSES) == 12
+    client = MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["spec.yaml"]
+    families: dict[str, int] = {}
+    for r in trials:
+        tags = r.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["sweeps.status"] in TRIAL_STATUSES
+        assert r.info.run_name.startswith(tags["sweeps.family"] + "-")
+        families[tags["sweeps.family"]] = families.get(tags["sweeps.family"], 0) + 1
+        hist = client.get_metric_history(r.info.run_id, "val_acc")
+        assert [m.step for m in hist] == list(range(1, len(hist) + 1))
+        assert len(hist) == int(r.data.metrics["epochs_used"])
+        for key in ("train_loss", "val_loss", "lr", "epoch_seconds"):
+            assert key in r.data.metrics
+        if "step_size_epochs" in r.data.params:
+            iters = int(r.data.params["iters_per_epoch"])
+            assert (
+                int(r.data.params["step_size_iters"])
+                == int(r.data.params["step_size_epochs"]) * iters
+            )
+        key = f"best_val_acc/{tags['sweeps.family']}"
+        assert parent.data.metrics[key] >= r.data.metrics["final_val_acc"] - 1e-9 or (
+            tags["sweeps.status"] == "failed"
+        )
+    assert families == {f: 2 for f in load_spec("cardio_clr").families}
+
+
+@pytest.mark.slow
+def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # A seeded random sampler draws two rates above 0.7 among six (checked by the asserts).
+    spec = load_spec(
+        "digits_lr",
+        ["search.families=[fixed]", "search.trials_per_family=6", "sampler.name=random",
+         "train.epochs=12", "early_stopping.grace_period=3"],
+    )  # fmt: skip
+    result = run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
+    runs = runs_by_role(uri, "digits_lr")
+    trials = runs["trial"]
+    assert len(trials) == 6
+    failed_high = [r for r in trials if r.data.tags["sweeps.status"] in ("collapsed", "diverged")]
+    assert failed_high, [(r.data.params, r.data.tags["sweeps.status"]) for r in trials]
+    for r in failed_high:
+        assert float(r.data.params["base_lr"]) > 0.3
+        assert r.data.metrics["epochs_used"] < 12
+        assert r.data.metrics["final_val_acc"] < 0.2
+    # Every trial that ASHA stopped is PRUNED in the family's Optuna study, and only those.
+    outcome = result.outcomes["fixed"]
+    assert outcome.study is not None
+    states = [t.state for t in outcome.study.trials]
+    stopped = sum(1 for r in trials if r.data.tags["sweeps.status"] == "stopped")
+    assert states.count(TrialState.PRUNED) == stopped
+    assert states.count(TrialState.COMPLETE) == 6 - stopped
+    assert outcome.best_val_acc is not None and outcome.best_val_acc > 0.9
+
+
+def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
+    code = (
+        "import sys; from sweeps.run import main; "
+        "rc = main(sys.argv[1:]); assert 'ray' not in sys.modules, 'Ray was imported'; "
+        "sys.exit(rc)"
+    )
+    for args in (["--list"], ["cardio_clr", "--dry-run"], ["digits_lr", "--dry-run"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+            check=False, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        if args == ["--list"]:
+            assert "cardio_clr" in proc.stdout and "digits_lr" in proc.stdout
+        else:
+            assert "budget:" in proc.stdout and "ASHA grace" in proc.stdout
+            assert "base_lr=" in proc.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["nosuch_sweep"], "sweep 'nosuch_sweep': must be a built-in sweep"),
+        (["cardio_clr", "--set", "train.epochs=0"], "train.epochs:"),
+        (["cardio_clr", "--set", "oops"], "--set: `dotted.key=value` syntax must hold"),
+        (["cardio_clr", "--max-concurrent", "0"], "--max-concurrent: `N >= 1` must hold"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = cli(args, tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

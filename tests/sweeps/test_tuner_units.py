@@ -1,0 +1,90 @@
+"""Tuner pieces without a Ray cluster: the Optuna states, statuses, scheduler and capacity."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from search_spaces import define_by_run
+from sweeps.spec import load_spec
+from sweeps.tuner import PrunedAwareOptunaSearch, capacity, make_scheduler, trial_status
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def searcher() -> PrunedAwareOptunaSearch:
+    spec = load_spec("digits_lr")
+    return PrunedAwareOptunaSearch(
+        space=define_by_run(spec.search, "triangular"),
+        metric="val_acc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
+    s = searcher()
+    for tid in ("stopped", "completed", "diverged", "errored"):
+        assert s.suggest(tid)["family"] == "triangular"
+    for epoch in (1, 2, 3):
+        s.on_trial_result("stopped", {"val_acc": 0.5 + epoch / 100, "training_iteration": epoch})
+    s.on_trial_complete("stopped", {"val_acc": 0.53, "status": "running", "epoch": 3})
+    s.on_trial_complete("completed", {"val_acc": 0.91, "status": "completed", "epoch": 30})
+    s.on_trial_complete("diverged", {"val_acc": 0.0, "status": "diverged", "epoch": 2})
+    s.on_trial_complete("errored", None, error=True)
+    assert s.study is not None
+    states = [t.state for t in s.study.trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    pruned, done, diverged = s.study.trials[:3]
+    # Optuna keeps a pruned trial's last intermediate value; TPE ranks it as pruned at step 3.
+    assert pruned.intermediate_values == {1: 0.51, 2: 0.52, 3: 0.53}
+    assert done.value == 0.91
+    assert diverged.value == 0.0  # the finite worst value teaches TPE that the rate failed
+
+
+def test_searcher_pickles_for_tuner_restore() -> None:
+    s = searcher()
+    s.suggest("a")
+    again = pickle.loads(pickle.dumps(s))
+    assert again.suggest("b")["family"] == "triangular"
+
+
+@pytest.mark.parametrize(
+    ("last", "error", "want"),
+    [
+        ({"status": "running"}, False, "stopped"),
+        ({"status": "completed"}, False, "completed"),
+        ({"status": "diverged"}, False, "diverged"),
+        ({"status": "collapsed"}, False, "collapsed"),
+        ({"status": "running"}, True, "failed"),
+        (None, False, "stopped"),
+    ],
+)
+def test_trial_status(last: dict[str, str] | None, error: bool, want: str) -> None:
+    assert trial_status(last, error) == want
+
+
+def rungs(s: object) -> list[int]:
+    assert isinstance(s, ASHAScheduler)
+    return sorted(milestone for b in s._brackets for milestone, _ in b._rungs)
+
+
+def test_scheduler_per_family_waits_for_the_first_cycle() -> None:
+    spec = load_spec("cardio_clr")  # 50 epochs, grace 5, reduction factor 3
+    assert rungs(make_scheduler(spec, "fixed")) == [5, 15, 45]
+    assert rungs(make_scheduler(spec, "triangular")) == [20]  # 2 x the largest step size (10)
+    assert rungs(make_scheduler(spec, "sgdr")) == [10, 30]  # T_0 is the whole first period
+    none = load_spec("cardio_clr", ["early_stopping.name=none"])
+    assert isinstance(make_scheduler(none, "fixed"), FIFOScheduler)
+
+
+def test_capacity_from_resources() -> None:
+    spec = load_spec("cardio_clr")
+    assert capacity(spec, {"CPU": 2.0}) == 2
+    assert capacity(spec, {"CPU": 0.5}) == 1
+    gpu = load_spec("cardio_clr", ["resources.gpu=0.25"])
+    assert capacity(gpu, {"CPU": 16.0, "GPU": 1.0}) == 4
