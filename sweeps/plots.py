@@ -23,11 +23,11 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 __all__ = [
     "STATUSES",
     "TrialPoint",
+    "accuracy_strip",
     "epochs_used",
     "family_color",
     "lr_curves",
     "lr_vs_val_acc",
-    "test_acc_strip",
     "val_acc_bands",
 ]
 
@@ -330,7 +330,7 @@ def lr_vs_val_acc(
     return _save(fig, path)
 
 
-def test_acc_strip(
+def accuracy_strip(
     values: Mapping[str, Sequence[float]],
     path: PathArg,
     reference: str | None = None,

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -122,3 +130,44 @@ class SweepProgress:
                 f"{fp.elapsed():.0f}s",
             )
         return Group(table, Text("diverged counts collapsed trials too", style="dim"))
+
+
+class TaskProgress:
+    """A bar for a list of independent jobs (re-evaluation runs); one line per job off-terminal."""
+
+    def __init__(self, label: str, total: int, console: Console) -> None:
+        self.label, self.total, self.console = label, total, console
+        self.done = 0
+        self._started = time.monotonic()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> TaskProgress:
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.label, total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+    def advance(self, message: str) -> None:
+        self.done += 1
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, description=f"{self.label}: {message}")
+        else:
+            elapsed = time.monotonic() - self._started
+            self.console.print(
+                f"[{self.label} {self.done}/{self.total}] {message} ({elapsed:.0f}s)",
+                highlight=False,
+                markup=False,
+            )

@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from search_spaces import FAMILIES, RuleError, SearchSpace
+from search_spaces import RuleError, SearchSpace, cycle_epochs
 from sweeps.errors import SpecError, format_validation_error
 from trainables.config import DatasetConfig, ModelConfig, OptimizerConfig, TrainConfig
 
@@ -104,11 +104,9 @@ class SweepSpec(_Section):
 
     def grace_period(self, family: str) -> int:
         """ASHA's first rung for ``family``: never before the first full cycle of any trial."""
-        first_cycle = 0
-        if FAMILIES[family].cyclic:
-            high = self.search.step_size_epochs.high
-            first_cycle = high if family == "sgdr" else 2 * high
-        return min(self.train.epochs, max(self.early_stopping.grace_period, first_cycle))
+        epochs = self.train.epochs
+        first_cycle = cycle_epochs(family, self.search.step_size_epochs.high, epochs)
+        return min(epochs, max(self.early_stopping.grace_period, first_cycle))
 
     def trial_config(self, params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
         """The ``train_loop`` config of one sampled point: shared sections plus ``params``."""

@@ -15,12 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.errors import SweepsError
-from sweeps.progress import SweepProgress
+from sweeps.progress import SweepProgress, TaskProgress
+from sweeps.reeval import ReevalRun, reevaluate
+from sweeps.report import Report, build_and_log
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
 from sweeps.tuner import FamilyOutcome, capacity, run_family
 from trainables import TrialConfig
 from trainables.data import load_splits
+from trainables.train_loop import majority_rate
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,24 @@ class SweepResult:
     tracking_uri: str
     storage: str
     outcomes: dict[str, FamilyOutcome] = field(default_factory=dict)
+    reevals: list[ReevalRun] = field(default_factory=list)
+    report: Report | None = None
     wall_seconds: float = 0.0
 
 
-def iters_per_epoch(spec: SweepSpec) -> int:
-    """Batches per epoch; loading the data here also fails fast on a bad file, before Ray."""
+@dataclass(frozen=True)
+class DataFacts:
+    iters_per_epoch: int
+    chance_val_acc: float  # the majority-class rate: where a collapsed net sits
+
+
+def data_facts(spec: SweepSpec) -> DataFacts:
+    """Facts about the split; loading it here also fails fast on a bad file, before Ray."""
     cfg = TrialConfig.model_validate(spec.trial_config({"family": "fixed", "base_lr": 0.1}))
-    return math.ceil(len(load_splits(cfg.dataset).y_train) / spec.train.batch_size)
+    splits = load_splits(cfg.dataset)
+    return DataFacts(
+        math.ceil(len(splits.y_train) / spec.train.batch_size), majority_rate(splits.y_val)
+    )
 
 
 def default_tracking_uri(uri: str | None) -> str:
@@ -76,7 +90,7 @@ def start_ray(address: str | None) -> bool:
 def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:
     console = console or Console(stderr=True)
     uri = default_tracking_uri(opts.tracking_uri)
-    iters = iters_per_epoch(spec)
+    facts = data_facts(spec)
     tracker = SweepTracker(uri, spec)
     tracker.check()
     storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
@@ -107,10 +121,16 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                     storage=storage,
                     experiment=experiment,
                     max_concurrent=limit,
-                    iters_per_epoch=iters,
+                    iters_per_epoch=facts.iters_per_epoch,
                 )
+        log_summary(tracker, result, facts, time.monotonic() - t0)
+        jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
+        with TaskProgress("re-evaluation", jobs, console) as bar:
+            result.reevals = reevaluate(spec, result.outcomes, tracker, bar)
+        console.print("building the report from MLflow ...", highlight=False)
+        result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0
-        log_summary(tracker, result)
+        tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -122,9 +142,14 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     return result
 
 
-def log_summary(tracker: SweepTracker, result: SweepResult) -> None:
+def log_summary(
+    tracker: SweepTracker, result: SweepResult, facts: DataFacts, search_seconds: float
+) -> None:
     counts: Counter[str] = Counter()
-    metrics: dict[str, float] = {"wall_seconds": result.wall_seconds}
+    metrics: dict[str, float] = {
+        "search_wall_seconds": search_seconds,
+        "data/chance_val_acc": facts.chance_val_acc,
+    }
     for fam, out in result.outcomes.items():
         counts.update(out.statuses.values())
         if out.best_val_acc is not None:
@@ -157,5 +182,15 @@ def print_summary(result: SweepResult, console: Console) -> None:
         f"Ray trial results under {result.storage}",
         highlight=False,
     )
+    if result.report is not None:
+        console.print(result.report.table(), highlight=False, markup=False)
+        console.print(f"\nverdict: {result.report.headline}", highlight=False, markup=False)
+        for sentence in result.report.sentences:
+            console.print(f"  - {sentence}", highlight=False, markup=False)
+        console.print(
+            f"report: artifacts report/report.md and report/report.html of run "
+            f"{result.parent_run_id}",
+            highlight=False,
+        )
     console.print(f"see them: {ui_hint(result.tracking_uri)}", highlight=False)
     console.print(f"wall time: {result.wall_seconds:.0f} s", highlight=False)

@@ -68,15 +68,16 @@ def make_sampler(spec: SweepSpec, family: str) -> optuna.samplers.BaseSampler:
 
 
 def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
-    if spec.early_stopping.name == "none":
-        return FIFOScheduler()
+    grace = spec.grace_period(family)
+    if spec.early_stopping.name == "none" or grace >= spec.train.epochs:
+        return FIFOScheduler()  # nothing left to judge before the end
     return ASHAScheduler(
         time_attr="epoch",
         metric=METRIC,
         mode=MODE,
         max_t=spec.train.epochs,
         # ASHA must not judge a cyclic family mid-cycle, while its rate is still high.
-        grace_period=spec.grace_period(family),
+        grace_period=grace,
         reduction_factor=spec.early_stopping.reduction_factor,
     )
 
@@ -94,12 +95,18 @@ class FamilyOutcome:
     family: str
     statuses: dict[str, str] = field(default_factory=dict)  # run name -> status
     best_val_acc: float | None = None
-    best_config: dict[str, Any] | None = None
     best_run_id: str | None = None
     epochs: int = 0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
     study: optuna.Study | None = None
+    # (final val_acc, status, sampled config, MLflow run id) of every trial that reported
+    trials: list[tuple[float, str, dict[str, Any], str]] = field(default_factory=list)
+
+    def top(self, k: int) -> list[dict[str, Any]]:
+        """The ``k`` best sampled configs by final val_acc (failed trials excluded)."""
+        ranked = sorted((t for t in self.trials if t[1] != "failed"), key=lambda t: -t[0])
+        return [cfg for _, _, cfg, _ in ranked[:k]]
 
 
 class TrialLogger(tune.Callback):
@@ -160,13 +167,14 @@ class TrialLogger(tune.Callback):
         out.statuses[name] = status
         out.epochs += epochs
         out.train_seconds += train_s
+        if last is not None:
+            out.trials.append((val_acc, status, dict(trial.config), run_id))
         if (
             last is not None
             and status != "failed"
             and (out.best_val_acc is None or val_acc > out.best_val_acc)
         ):
             out.best_val_acc, out.best_run_id = val_acc, run_id
-            out.best_config = {k: v for k, v in trial.config.items()}
         self.progress.trial_ended(self.family, name, status, epochs, val_acc)
 
     def on_trial_complete(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-# A module import, not `from ... import test_acc_strip`: pytest would collect that name as a test.
+# A module import keeps the plot functions out of the test namespace.
 import sweeps.plots as plots
 from sweeps.plots import TrialPoint
 
@@ -167,29 +167,29 @@ def test_trial_point_rejects_unknown_status() -> None:
         TrialPoint("fixed", 0.1, 0.7, "pruned")
 
 
-# --- test_acc_strip ------------------------------------------------------------------------------
+# --- accuracy_strip ------------------------------------------------------------------------------
 
 
-def test_test_acc_strip_is_deterministic(tmp_path: Path) -> None:
+def test_accuracy_strip_is_deterministic(tmp_path: Path) -> None:
     values = {
         "fixed": [0.724, 0.722, 0.727, 0.725],
         "triangular2": [0.731, 0.733, 0.729, NAN],
         "exp_range": [0.716],  # a single seed
         "sgdr": [],  # an empty family
     }
-    a = plots.test_acc_strip(values, tmp_path / "a.png", reference="fixed")
-    b = plots.test_acc_strip(values, tmp_path / "b.png", reference="fixed")
+    a = plots.accuracy_strip(values, tmp_path / "a.png", reference="fixed")
+    b = plots.accuracy_strip(values, tmp_path / "b.png", reference="fixed")
     img = _read_png(a, _strip_size(4))
     assert np.array_equal(img, mpimg.imread(b))  # the jitter is seeded
     assert _has_color(img, "tab:green") and _has_color(img, "tab:purple")
     assert not _has_color(img, "tab:cyan")
 
 
-def test_test_acc_strip_width_grows_and_empty_input(tmp_path: Path) -> None:
+def test_accuracy_strip_width_grows_and_empty_input(tmp_path: Path) -> None:
     many = {f"f{i}": [0.7 + 0.001 * i] * 3 for i in range(7)}
-    _read_png(plots.test_acc_strip(many, tmp_path / "m.png"), _strip_size(7))
-    _read_png(plots.test_acc_strip({}, tmp_path / "e.png"), _strip_size(0))
-    _read_png(plots.test_acc_strip({"fixed": [NAN]}, tmp_path / "n.png", "fixed"), _strip_size(1))
+    _read_png(plots.accuracy_strip(many, tmp_path / "m.png"), _strip_size(7))
+    _read_png(plots.accuracy_strip({}, tmp_path / "e.png"), _strip_size(0))
+    _read_png(plots.accuracy_strip({"fixed": [NAN]}, tmp_path / "n.png", "fixed"), _strip_size(1))
 
 
 # --- epochs_used ---------------------------------------------------------------------------------
@@ -226,6 +226,6 @@ def test_no_figures_are_left_open(tmp_path: Path) -> None:
     plots.lr_curves({"fixed": [0.1] * 10}, 5, tmp_path / "a.png")
     plots.val_acc_bands({"fixed": [[0.5, 0.6]]}, tmp_path / "b.png")
     plots.lr_vs_val_acc(_points(), tmp_path / "c.png")
-    plots.test_acc_strip({"fixed": [0.7]}, tmp_path / "d.png")
+    plots.accuracy_strip({"fixed": [0.7]}, tmp_path / "d.png")
     plots.epochs_used({"fixed": [3]}, 9, tmp_path / "e.png")
     assert set(plt.get_fignums()) == before

@@ -49,5 +49,5 @@ def test_cyclic_families_are_not_judged_mid_cycle(name: str) -> None:
         assert spec.early_stopping.grace_period <= grace <= spec.train.epochs
         if FAMILIES[family].cyclic:
             high = spec.search.step_size_epochs.high
-            first_cycle = high if family == "sgdr" else 2 * high
+            first_cycle = {"sgdr": high, "one_cycle": spec.train.epochs}.get(family, 2 * high)
             assert grace >= min(first_cycle, spec.train.epochs)

@@ -71,7 +71,39 @@ def test_cardio_clr_small_run_through_the_cli(
     assert parent.data.metrics["wall_seconds"] > 0
     assert sum(parent.data.metrics[f"trials/{s}"] for s in TRIAL_STATUSES) == 12
     client = MlflowClient(uri)
-    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["spec.yaml"]
+    top = sorted(a.path for a in client.list_artifacts(parent.info.run_id))
+    assert top == ["report", "spec.yaml"]
+    report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert report_files == {
+        f"report/{n}"
+        for n in ("report.md", "report.html", "lr_curves.png", "val_acc_bands.png",
+                  "lr_vs_val_acc.png", "test_acc.png", "epochs_used.png")
+    }  # fmt: skip
+    assert "verdict: " in proc.stdout
+
+    # Re-evaluation: every family's best config, 2 seeds each, scored on the test split.
+    reevals = runs["reeval"]
+    assert len(reevals) == 6 * 2
+    for r in reevals:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert 0.5 < r.data.metrics["test_acc"] <= 1.0
+        assert len(client.get_metric_history(r.info.run_id, "val_acc")) == 6
+    assert {r.data.tags["sweeps.seed"] for r in reevals} == {"1000", "1001"}
+
+    # The report rebuilt from MLflow alone has the very same table.
+    md = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path)))
+    logged_table = [line for line in md.read_text().splitlines() if line.startswith("|")]
+    out = tmp_path / "rebuilt"
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "sweeps.report", "cardio_clr", "--tracking-uri", uri,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert table == logged_table and len(table) == 2 + 6
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
     families: dict[str, int] = {}
     for r in trials:
         tags = r.data.tags

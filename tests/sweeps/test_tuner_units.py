@@ -78,6 +78,8 @@ def test_scheduler_per_family_waits_for_the_first_cycle() -> None:
     assert rungs(make_scheduler(spec, "fixed")) == [5, 15, 45]
     assert rungs(make_scheduler(spec, "triangular")) == [20]  # 2 x the largest step size (10)
     assert rungs(make_scheduler(spec, "sgdr")) == [10, 30]  # T_0 is the whole first period
+    # 1cycle's single cycle is the whole run: judged mid-warm-up it would always lose.
+    assert isinstance(make_scheduler(spec, "one_cycle"), FIFOScheduler)
     none = load_spec("cardio_clr", ["early_stopping.name=none"])
     assert isinstance(make_scheduler(none, "fixed"), FIFOScheduler)
 

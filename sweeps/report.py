@@ -1,0 +1,393 @@
+"""The verdict: statistics, plots and the comparison report, built from MLflow alone.
+
+``python -m sweeps.report EXPERIMENT [--run-id ID] [--out DIR] [--tracking-uri URI]`` rebuilds
+it from any machine that reaches the tracking store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweeps import plots, stats
+from sweeps.errors import SweepsError
+from sweeps.spec import SweepSpec
+from sweeps.tracking import TRIAL_STATUSES, redact, resolve_uri
+from trainables import TrialConfig, build_lr_schedule
+
+# A download bar per spec.yaml would clutter the sweep's own progress output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+BASELINE = "fixed"
+TARGET_FRACTION = 0.99  # epochs to reach 99 % of the tuned fixed family's final val_acc
+PLOTS = {
+    "lr_curves.png": "LR curve of each family's best config",
+    "val_acc_bands.png": "val_acc over epochs (re-evaluation seeds, mean ± std)",
+    "lr_vs_val_acc.png": "Peak rate against val_acc for every trial",
+    "test_acc.png": "Test accuracy per family (re-evaluation seeds)",
+    "epochs_used.png": "Epochs each trial used under early stopping",
+}
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    name: str
+    family: str
+    status: str
+    params: dict[str, str]
+    val_acc: float
+    epochs: int
+
+    @property
+    def peak_lr(self) -> float:
+        return float(self.params.get("max_lr") or self.params["base_lr"])
+
+
+@dataclass(frozen=True)
+class ReevalRow:
+    family: str
+    rank: int
+    seed: int
+    status: str
+    params: dict[str, str]
+    test_acc: float
+    val_acc: list[float]
+
+
+@dataclass
+class ReportData:
+    run_id: str
+    spec: SweepSpec
+    trials: list[TrialRow]
+    reevals: list[ReevalRow]
+    metrics: dict[str, float]
+    iters_per_epoch: int
+
+
+@dataclass
+class FamilyRow:
+    family: str
+    summary: stats.Summary
+    comparison: stats.Comparison | None
+    epochs_to_target: float | None
+    reached: int
+    seeds: int
+    search_epochs: int
+    search_seconds: float
+    counts: dict[str, int]
+
+
+@dataclass
+class Report:
+    data: ReportData
+    rows: list[FamilyRow]
+    target: float | None
+    sentences: list[str]
+    headline: str
+    plots: dict[str, Path] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The Markdown table: the same from a fresh sweep and from a rebuild."""
+        head = (
+            "| family | test acc (mean ± std) | 95 % CI | Δ vs fixed | p (Welch) "
+            "| epochs to target | search epochs | search s | trials c/s/d/x/f |"
+        )
+        lines = [head, "|" + "---|" * 9]
+        for r in self.rows:
+            s, c = r.summary, r.comparison
+            ci = "-" if math.isnan(s.ci_low) else f"{s.ci_low:.2%} – {s.ci_high:.2%}"
+            delta = "-" if c is None or math.isnan(c.diff) else f"{c.diff * 100:+.2f} pp"
+            p = "-" if c is None or not c.testable else stats.format_p(c.p_value).removeprefix("p = ")
+            ett = "-" if r.epochs_to_target is None else f"{r.epochs_to_target:.1f}"
+            ett += f" ({r.reached}/{r.seeds})" if r.seeds else ""
+            counts = "/".join(str(r.counts.get(k, 0)) for k in TRIAL_STATUSES)
+            lines.append(
+                f"| {r.family} | {s.mean:.2%} ± {s.std * 100:.2f} pp | {ci} | {delta} | {p} "
+                f"| {ett} | {r.search_epochs} | {r.search_seconds:.0f} | {counts} |"
+            )
+        return "\n".join(lines)
+
+
+# -- collecting from MLflow -------------------------------------------------------------------
+def _children(client: MlflowClient, run: Run, role: str) -> list[Run]:
+    runs = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+        f"and tags.`sweeps.role` = '{role}'",
+        max_results=50_000,
+    )
+    return sorted(runs, key=lambda r: r.info.run_name or "")
+
+
+def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) -> Run:
+    """The given parent run, or the experiment's latest sweep run."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SweepsError(f"experiment {experiment!r}: must exist in the tracking store")
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # MLflow raises its own error types for unknown ids
+            raise SweepsError(f"--run-id: run {run_id!r} must exist, but it does not") from None
+        if run.data.tags.get("sweeps.role") != "sweep":
+            raise SweepsError(f"--run-id: run {run_id!r} must be a sweep's parent run")
+        return run
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`sweeps.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise SweepsError(f"experiment {experiment!r}: holds no sweep run to report on")
+    return runs[0]
+
+
+def collect(client: MlflowClient, parent: Run) -> ReportData:
+    with tempfile.TemporaryDirectory() as d:
+        path = client.download_artifacts(parent.info.run_id, "spec.yaml", d)
+        spec = SweepSpec.model_validate(yaml.safe_load(Path(path).read_text()))
+    trials = [
+        TrialRow(
+            name=r.info.run_name or "",
+            family=r.data.tags["sweeps.family"],
+            status=r.data.tags.get("sweeps.status", "failed"),
+            params=dict(r.data.params),
+            val_acc=r.data.metrics.get("final_val_acc", float("nan")),
+            epochs=int(r.data.metrics.get("epochs_used", 0)),
+        )
+        for r in _children(client, parent, "trial")
+    ]
+    reevals = [
+        ReevalRow(
+            family=r.data.tags["sweeps.family"],
+            rank=int(r.data.tags["sweeps.rank"]),
+            seed=int(r.data.tags["sweeps.seed"]),
+            status=r.data.tags.get("sweeps.status", "failed"),
+            params=dict(r.data.params),
+            test_acc=r.data.metrics.get("test_acc", float("nan")),
+            val_acc=[
+                m.value
+                for m in sorted(
+                    client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step
+                )
+            ],
+        )
+        for r in _children(client, parent, "reeval")
+    ]
+    iters = next(
+        (int(t.params["iters_per_epoch"]) for t in trials if "iters_per_epoch" in t.params), 1
+    )
+    return ReportData(parent.info.run_id, spec, trials, reevals, dict(parent.data.metrics), iters)
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def analyse(data: ReportData) -> Report:
+    families = list(data.spec.families)
+    best = {f: [r for r in data.reevals if r.family == f and r.rank == 1] for f in families}
+    accs = {f: _finite([r.test_acc for r in best[f]]) for f in families}
+    target = None
+    fixed_final = _finite([r.val_acc[-1] for r in best.get(BASELINE, []) if r.val_acc])
+    if fixed_final:
+        target = TARGET_FRACTION * sum(fixed_final) / len(fixed_final)
+    rows, comparisons = [], {}
+    for f in families:
+        cmp = None
+        if f != BASELINE and accs.get(BASELINE):
+            cmp = stats.welch(accs[f], accs[BASELINE])
+            comparisons[f] = cmp
+        hits = [stats.epochs_to_target(r.val_acc, target) for r in best[f]] if target else []
+        reached = [h for h in hits if h is not None]
+        counts = Counter(t.status for t in data.trials if t.family == f)
+        rows.append(
+            FamilyRow(
+                family=f,
+                summary=stats.summarize(accs[f]),
+                comparison=cmp,
+                epochs_to_target=sum(reached) / len(reached) if reached else None,
+                reached=len(reached),
+                seeds=len(best[f]),
+                search_epochs=int(data.metrics.get(f"search_epochs/{f}", 0)),
+                search_seconds=data.metrics.get(f"search_seconds/{f}", 0.0),
+                counts=dict(counts),
+            )
+        )
+    sentences = [stats.verdict(f, c) for f, c in comparisons.items()]
+    if comparisons:
+        headline = stats.overall_verdict(comparisons)
+    else:
+        headline = "No verdict: the sweep has no tuned fixed family to compare against."
+    return Report(data, rows, target, sentences, headline)
+
+
+# -- plots and files ----------------------------------------------------------------------------
+def _lr_curve(spec: SweepSpec, params: dict[str, str], iters: int) -> list[float]:
+    typed: dict[str, Any] = {
+        k: float(v) for k, v in params.items() if k in ("base_lr", "max_lr", "gamma")
+    }
+    typed.update({k: int(v) for k, v in params.items() if k in ("step_size_epochs", "t_mult")})
+    cfg = TrialConfig.model_validate(spec.trial_config({"family": params["family"], **typed}))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.base_lr)
+    schedule = build_lr_schedule(opt, cfg, iters)
+    curve = []
+    for _ in range(spec.train.epochs * iters):
+        curve.append(float(opt.param_groups[0]["lr"]))
+        opt.step()
+        schedule.step()
+    return curve
+
+
+def draw(report: Report, out: Path) -> dict[str, Path]:
+    data = report.data
+    fams = list(data.spec.families)
+    best = {f: [r for r in data.reevals if r.family == f and r.rank == 1] for f in fams}
+    curves = {
+        f: _lr_curve(data.spec, {"family": f, **best[f][0].params}, data.iters_per_epoch)
+        for f in fams
+        if best[f]
+    }
+    points = [
+        plots.TrialPoint(t.family, t.peak_lr, t.val_acc, t.status)
+        for t in data.trials
+        if math.isfinite(t.val_acc)
+    ]
+    chance = data.metrics.get("data/chance_val_acc")
+    return {
+        "lr_curves.png": plots.lr_curves(curves, data.iters_per_epoch, out / "lr_curves.png"),
+        "val_acc_bands.png": plots.val_acc_bands(
+            {f: [r.val_acc for r in best[f]] for f in fams}, out / "val_acc_bands.png"
+        ),
+        "lr_vs_val_acc.png": plots.lr_vs_val_acc(points, out / "lr_vs_val_acc.png", chance=chance),
+        "test_acc.png": plots.accuracy_strip(
+            {f: [r.test_acc for r in best[f]] for f in fams},
+            out / "test_acc.png",
+            reference=BASELINE if BASELINE in fams else None,
+        ),
+        "epochs_used.png": plots.epochs_used(
+            {f: [t.epochs for t in data.trials if t.family == f] for f in fams},
+            data.spec.train.epochs,
+            out / "epochs_used.png",
+        ),
+    }
+
+
+def markdown(report: Report) -> str:
+    d = report.data
+    target = "-" if report.target is None else f"{report.target:.2%}"
+    parts = [
+        f"# {d.spec.name}: does a cyclical learning rate beat a tuned fixed rate?",
+        "",
+        f"**Verdict.** {report.headline}",
+        "",
+        *[f"- {s}" for s in report.sentences],
+        "",
+        report.table(),
+        "",
+        f"Test accuracy: the best config of each family retrained with {d.spec.reeval.seeds} "
+        "seeds on the held-out test split, which tuning never saw. Δ and p: Welch's t-test "
+        f"against the tuned fixed family. Epochs to target: first epoch with val_acc ≥ {target} "
+        f"(99 % of the fixed family's final mean), mean over the seeds that reached it. "
+        "Trials: completed/stopped/diverged/collapsed/failed.",
+        "",
+        f"MLflow parent run `{d.run_id}`, spec hash `{d.spec.spec_hash()}`.",
+        "",
+    ]
+    for name, caption in PLOTS.items():
+        parts += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    return "\n".join(parts)
+
+
+def html_page(report: Report, images: dict[str, Path]) -> str:
+    """A self-contained page: the images are embedded as data URIs."""
+    e = html.escape
+    rows = report.table().splitlines()
+    head = [c.strip() for c in rows[0].strip("|").split("|")]
+    body = [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
+    table = "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+    for r in body:
+        table += "<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+    table += "</table>"
+    figs = ""
+    for name, caption in PLOTS.items():
+        b64 = base64.b64encode(images[name].read_bytes()).decode()
+        figs += f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
+    items = "".join(f"<li>{e(s)}</li>" for s in report.sentences)
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.data.spec.name)}"
+        f" report</title><style>{style}</style></head><body>"
+        f"<h1>{e(report.data.spec.name)}: does a cyclical learning rate beat a tuned fixed "
+        f"rate?</h1><p><b>Verdict.</b> {e(report.headline)}</p><ul>{items}</ul>{table}"
+        f"<p>MLflow parent run <code>{e(report.data.run_id)}</code></p>{figs}</body></html>"
+    )
+
+
+def write(report: Report, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    images = draw(report, out)
+    report.plots = images
+    (out / "report.md").write_text(markdown(report))
+    (out / "report.html").write_text(html_page(report, images))
+    return out
+
+
+def build_and_log(client: MlflowClient, parent_id: str) -> Report:
+    """Build the report of a sweep from MLflow and log it under the parent run's ``report/``."""
+    report = analyse(collect(client, client.get_run(parent_id)))
+    with tempfile.TemporaryDirectory() as d:
+        write(report, Path(d))
+        client.log_artifacts(parent_id, d, "report")
+    return report
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeps.report", description="Rebuild a sweep's report from MLflow alone."
+    )
+    p.add_argument("experiment", help="the MLflow experiment (the spec's tracking.experiment)")
+    p.add_argument("--run-id", help="the sweep's parent run (default: the latest)")
+    p.add_argument("--out", type=Path, help="folder for report.md, report.html and the PNGs")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    args = p.parse_args(argv)
+    uri = resolve_uri(args.tracking_uri)
+    try:
+        client = MlflowClient(uri)
+        parent = find_sweep_run(client, args.experiment, args.run_id)
+        report = analyse(collect(client, parent))
+    except SweepsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or Path(f"report-{parent.info.run_id[:8]}")
+    write(report, out)
+    print(report.table())
+    print(f"\n{report.headline}")
+    print(f"\nreport written to {out}/report.md and {out}/report.html (from {redact(uri)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
