@@ -46,7 +46,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "one_cycle",
             ("base_lr", "max_lr"),
-            False,
+            True,
             "1cycle: warm up from base_lr to max_lr, then anneal (one cycle over the whole run)",
         ),
         Family(
@@ -60,10 +60,12 @@ FAMILIES: dict[str, Family] = {
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
 
 
-def cycle_epochs(family: str, step_size_epochs: int) -> int:
+def cycle_epochs(family: str, step_size_epochs: int, epochs: int) -> int:
     """Epochs until the first full cycle of ``family`` ends (0 for non-cyclic families)."""
     if not FAMILIES[family].cyclic:
         return 0
+    if family == "one_cycle":
+        return epochs  # its one cycle is the whole run
     if family == "sgdr":
         return step_size_epochs  # T_0 is the whole first cosine period
     return 2 * step_size_epochs  # CLR: half a cycle is one step size
