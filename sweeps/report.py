@@ -112,7 +112,9 @@ class Report:
             s, c = r.summary, r.comparison
             ci = "-" if math.isnan(s.ci_low) else f"{s.ci_low:.2%} – {s.ci_high:.2%}"
             delta = "-" if c is None or math.isnan(c.diff) else f"{c.diff * 100:+.2f} pp"
-            p = "-" if c is None or not c.testable else stats.format_p(c.p_value).removeprefix("p = ")
+            p = "-"
+            if c is not None and c.testable:  # "p = 0.14" or "p < 0.001" without the "p"
+                p = stats.format_p(c.p_value).removeprefix("p ").removeprefix("= ")
             ett = "-" if r.epochs_to_target is None else f"{r.epochs_to_target:.1f}"
             ett += f" ({r.reached}/{r.seeds})" if r.seeds else ""
             counts = "/".join(str(r.counts.get(k, 0)) for k in TRIAL_STATUSES)

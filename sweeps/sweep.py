@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeps.errors import SweepsError
+from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, reevaluate
 from sweeps.report import Report, build_and_log
@@ -60,13 +61,6 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     )
 
 
-def default_tracking_uri(uri: str | None) -> str:
-    resolved = resolve_uri(uri)
-    if resolved == "sqlite:///mlflow.db":  # absolute, so the printed `mlflow ui` works anywhere
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return resolved
-
-
 def start_ray(address: str | None) -> bool:
     """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
     if ray.is_initialized():
@@ -89,7 +83,7 @@ def start_ray(address: str | None) -> bool:
 
 def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:
     console = console or Console(stderr=True)
-    uri = default_tracking_uri(opts.tracking_uri)
+    uri = resolve_uri(opts.tracking_uri)
     facts = data_facts(spec)
     tracker = SweepTracker(uri, spec)
     tracker.check()
@@ -101,6 +95,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     experiment = f"{spec.name}-{parent[:8]}"
     status = "FAILED"
     try:
+        if spec.search.bounds == "range_test":
+            spec = derive_bounds(spec, tracker, console)
         slots = opts.max_concurrent or capacity(spec, ray.cluster_resources())
         # More parallel trials than TPE's random start would sample blind past it.
         limit = max(1, min(slots, spec.sampler.startup_trials(spec.search.trials_per_family)))
@@ -140,6 +136,29 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         if started_ray:
             ray.shutdown()
     return result
+
+
+def derive_bounds(spec: SweepSpec, tracker: SweepTracker, console: Console) -> SweepSpec:
+    """Smith's LR range test sets the base_lr and max_lr ranges before any sampling."""
+    console.print("LR range test (search.bounds: range_test) ...", highlight=False)
+    test = range_test(spec)
+    derived = apply_range_test(spec, test.suggestion)
+    log_range_test(tracker, test, spec, tracker.parent_id)
+    ranges = {"base_lr": derived.search.base_lr, "max_lr": derived.search.max_lr}
+    shown = {
+        f"range_test.{name}.{end}": getattr(rng, end)
+        for name, rng in ranges.items()
+        if rng is not None
+        for end in ("low", "high")
+    }
+    tracker.log_params(tracker.parent_id, shown)
+    tracker.client.log_text(tracker.parent_id, derived.to_yaml(), "spec_resolved.yaml")
+    console.print(
+        "range test: "
+        + ", ".join(f"{k.removeprefix('range_test.')}={v:.3g}" for k, v in shown.items()),
+        highlight=False,
+    )
+    return derived
 
 
 def log_summary(

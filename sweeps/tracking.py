@@ -37,7 +37,11 @@ def redact(uri: str) -> str:
 
 
 def resolve_uri(cli_value: str | None) -> str:
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite ``mlflow.db`` in the working dir."""
+    uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == DEFAULT_TRACKING_URI:  # absolute, so the printed `mlflow ui` works anywhere
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return uri
 
 
 def ui_hint(uri: str) -> str:

@@ -196,3 +196,28 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], n
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_range_test_bounds_are_derived_before_sampling_and_recorded(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = ["search.bounds=range_test", "search.families=[fixed,triangular]",
+            "search.trials_per_family=2", "train.epochs=3", "early_stopping.grace_period=2",
+            "reeval.seeds=2"]  # fmt: skip
+    args = ["digits_lr", "--tracking-uri", uri]
+    for s in sets:
+        args += ["--set", s]
+    proc = cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_by_role(uri, "digits_lr")
+    (parent,) = runs["sweep"]
+    (lr_find,) = runs["lr_find"]
+    assert lr_find.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    low = float(parent.data.params["range_test.base_lr.low"])
+    high = float(parent.data.params["range_test.base_lr.high"])
+    assert low < high
+    suggested = lr_find.data.metrics["suggested_max_lr"]
+    assert high == pytest.approx(suggested, rel=0.01)
+    # Every trial sampled inside the derived range, not the spec's [1e-4, 3].
+    for r in runs["trial"]:
+        assert low <= float(r.data.params["base_lr"]) <= high
