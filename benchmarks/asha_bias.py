@@ -50,9 +50,7 @@ def main() -> None:
         va, vn = a.best_val_acc or 0.0, n.best_val_acc or 0.0
         tot_a += a.epochs
         tot_n += n.epochs
-        print(
-            f"| {fam} | {va:.4f} | {vn:.4f} | {(va - vn) * 100:+.2f} | {a.epochs} | {n.epochs} |"
-        )
+        print(f"| {fam} | {va:.4f} | {vn:.4f} | {(va - vn) * 100:+.2f} | {a.epochs} | {n.epochs} |")
     print(
         f"epochs: ASHA {tot_a}, none {tot_n} ({tot_n / max(tot_a, 1):.2f}x fewer with ASHA); "
         f"wall: ASHA {asha.wall_seconds:.0f}s, none {full.wall_seconds:.0f}s"
