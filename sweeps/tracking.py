@@ -25,6 +25,8 @@ TRIAL_STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "lr", "epoch_seconds")
 _PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 _CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
+# One try with a short timeout: MLflow's default HTTP retries back off for minutes.
+_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
 class TrackingError(SweepsError):
@@ -91,6 +93,8 @@ class SweepTracker:
     # -- parent run ---------------------------------------------------------------------------
     def check(self) -> None:
         """Fail fast, before Ray starts, when the store is unreachable or unusable."""
+        saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
+        os.environ.update(_QUICK_HTTP)
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
@@ -99,6 +103,12 @@ class SweepTracker:
                 f"--tracking-uri: the MLflow store {redact(self.uri)!r} must be reachable, but "
                 f"{first[:200]}"
             ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def start(self, extra_tags: Mapping[str, str] | None = None) -> str:
         name = self.spec.tracking.experiment

@@ -113,9 +113,9 @@ def test_nan_loss_ends_as_diverged_with_a_finite_worst_metric() -> None:
     assert last["val_acc"] == 0.0  # finite, so ASHA can still rank it
 
 
-def test_slow_learner_is_not_called_collapsed(cardio_dataset: dict[str, Any]) -> None:
+def test_slow_learner_is_not_called_collapsed(real_cardio: Path) -> None:
     cfg = {
-        "dataset": cardio_dataset, "model": {"name": "mlp"}, "optimizer": {"name": "sgd"},
+        "dataset": {"name": "cardio"}, "model": {"name": "mlp"}, "optimizer": {"name": "sgd"},
         "train": {"epochs": 8, "batch_size": 350}, "family": "fixed", "base_lr": 1e-4,
         "threads": 1,
     }  # fmt: skip
