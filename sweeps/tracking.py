@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +183,3 @@ class SweepTracker:
         self.set_tags(run_id, {"sweeps.status": status})
         self.log_metrics(run_id, summary)
         self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
-
-    def children(self, role: str) -> Iterable[Any]:
-        return self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' "
-            f"and tags.`sweeps.role` = '{role}'",
-            max_results=10_000,
-        )

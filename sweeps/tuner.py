@@ -95,7 +95,6 @@ class FamilyOutcome:
     family: str
     statuses: dict[str, str] = field(default_factory=dict)  # run name -> status
     best_val_acc: float | None = None
-    best_run_id: str | None = None
     epochs: int = 0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -174,7 +173,7 @@ class TrialLogger(tune.Callback):
             and status != "failed"
             and (out.best_val_acc is None or val_acc > out.best_val_acc)
         ):
-            out.best_val_acc, out.best_run_id = val_acc, run_id
+            out.best_val_acc = val_acc
         self.progress.trial_ended(self.family, name, status, epochs, val_acc)
 
     def on_trial_complete(
