@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
+
+# MLflow logs its schema migrations at INFO when it is imported; keep the CLI's stderr to our lines.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 import optuna
 from pydantic import ValidationError
@@ -48,7 +51,6 @@ def dry_run(spec: SweepSpec, console: Console, samples: int = 3) -> None:
         f"epochs = at most {len(spec.families) * budget * spec.train.epochs} trial epochs",
         highlight=False,
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for family in spec.families:
         fam = FAMILIES[family]
         console.print(
@@ -71,7 +73,6 @@ def dry_run(spec: SweepSpec, console: Console, samples: int = 3) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study otherwise
     # Off a terminal (CI, log files) rich would squeeze tables into 80 columns.
     out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,11 +62,39 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     )
 
 
+def check_reachable(address: str) -> None:
+    """Fail in seconds on a dead GCS address; ray.init would keep retrying for minutes."""
+    if address == "auto" or "://" in address:
+        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SweepsError(
+            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
+            f"head's GCS), but {exc.strerror or exc if isinstance(exc, OSError) else exc}"
+        ) from None
+
+
+def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:
+    """A trial asking for more than the cluster has would wait forever: refuse it up front."""
+    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
+        have = resources.get(key, 0.0)
+        if need > 0 and need > have:
+            raise SweepsError(
+                f"resources.{key.lower()}: a trial's share must fit the cluster, but got "
+                f"({key.lower()}={need:g}, the cluster has {have:g})"
+            )
+
+
 def start_ray(address: str | None) -> bool:
     """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         try:
@@ -89,6 +118,12 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     tracker.check()
     storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
     started_ray = start_ray(opts.address)
+    try:
+        check_resources(spec, ray.cluster_resources())
+    except SweepsError:
+        if started_ray:
+            ray.shutdown()
+        raise
     t0 = time.monotonic()
     parent = tracker.start()
     result = SweepResult(parent, uri, storage)

@@ -68,6 +68,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -78,7 +83,13 @@ class SweepTracker:
     def __init__(self, uri: str, spec: SweepSpec) -> None:
         self.uri = uri
         self.spec = spec
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # an unsupported scheme raises here, before any request
+            raise TrackingError(
+                f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
+                f"postgresql://, http(s)://, file:), but {_first_line(exc)}"
+            ) from None
         self.experiment_id = ""
         self.parent_id = ""
 
@@ -98,10 +109,9 @@ class SweepTracker:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingError(
                 f"--tracking-uri: the MLflow store {redact(self.uri)!r} must be reachable, but "
-                f"{first[:200]}"
+                f"{_first_line(exc)}"
             ) from None
         finally:
             for k, v in saved.items():

@@ -96,8 +96,12 @@ def _download(dest: Path, url: str) -> None:
     shutil.move(tmp.name, dest)
 
 
-def locate(path: str | None, sha256: str | None, url: str = KAGGLE_URL) -> Path:
-    """Find the CSV: explicit path, then $SWEEPS_DATA_DIR, then the user cache, then download."""
+def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path:
+    """Find the CSV: explicit path, then $SWEEPS_DATA_DIR, then the user cache, then download.
+
+    The download comes from Kaggle, or from ``$SWEEPS_CARDIO_URL`` (a mirror) when it is set.
+    """
+    url = url or os.environ.get("SWEEPS_CARDIO_URL") or KAGGLE_URL
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():

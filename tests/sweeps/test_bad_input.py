@@ -1,0 +1,110 @@
+"""A catalogue of user mistakes, each through the real CLI: exit 2, one line naming the field, the
+value and the rule, no traceback, and no MLflow run left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOOD_ROW = "0;18393;2;168;62.0;110;80;1;1;0;0;1;0"
+HEADER = "id;age;gender;height;weight;ap_hi;ap_lo;cholesterol;gluc;smoke;alco;active;cardio"
+FILES = {
+    "bad.yaml": "name: x\nsearch: [unclosed\n",
+    "short.csv": f"{HEADER}\n{GOOD_ROW}\n",  # valid schema, not Kaggle's checksum
+    "columns.csv": "a;b;c\n1;2;3\n",
+    "empty.csv": "",
+    "text.csv": f"{HEADER}\n{GOOD_ROW.replace('168', 'tall')}\n",
+}
+TINY = ["--set", "search.trials_per_family=1", "--set", "train.epochs=2",
+        "--set", "early_stopping.grace_period=1"]  # fmt: skip
+
+# (id, argv with {tmp} for the case's folder, words the one line must hold)
+CASES: list[tuple[str, list[str], list[str]]] = [
+    ("yaml-syntax", ["{tmp}/bad.yaml"], ["bad.yaml", "YAML syntax error at line"]),
+    ("unknown-key", ["digits_lr", "--set", "search.colour=red"], ["search.colour", "unknown key"]),
+    ("wrong-type", ["digits_lr", "--set", "train.epochs=ten"], ["train.epochs", "'ten'"]),
+    ("low-not-below-high", ["digits_lr", "--set", "search.max_lr.low=3", "--set",
+     "search.max_lr.high=0.1"], ["search.max_lr", "`low < high` must hold", "low=3.0, high=0.1"]),
+    ("log-low-not-positive", ["digits_lr", "--set", "search.base_lr.low=0"],
+     ["search.base_lr", "`low > 0` must hold", "low=0.0"]),
+    ("max-below-base", ["digits_lr", "--set", "search.max_lr={low: 1.0e-6, high: 1.0e-5}"],
+     ["search.max_lr", "lies wholly below", "max_lr.high=1e-05"]),
+    ("grace-above-epochs", ["digits_lr", "--set", "early_stopping.grace_period=99"],
+     ["early_stopping.grace_period", "grace_period=99, epochs=30"]),
+    ("gpu-negative", ["digits_lr", "--set", "resources.gpu=-1"], ["resources.gpu", "gpu=-1.0"]),
+    ("epochs-zero", ["digits_lr", "--set", "train.epochs=0"], ["train.epochs", "but got 0"]),
+    ("unknown-family", ["digits_lr", "--set", "search.families=[fixed,cosine]"],
+     ["search.families.1", "'cosine'"]),
+    ("unknown-sweep", ["cifar_clr"], ["sweep 'cifar_clr'", "cardio_clr, digits_lr"]),
+    ("unknown-dataset", ["digits_lr", "--set", "dataset.name=mnist"], ["dataset.name", "'mnist'"]),
+    ("unknown-model", ["digits_lr", "--set", "model.name=resnet"], ["model.name", "'resnet'"]),
+    ("unknown-optimizer", ["digits_lr", "--set", "optimizer.name=lbfgs"],
+     ["optimizer.name", "'lbfgs'"]),
+    ("set-syntax", ["digits_lr", "--set", "train.epochs"], ["--set", "dotted.key=value"]),
+    ("set-into-scalar", ["digits_lr", "--set", "train.epochs.x=1"],
+     ["--set train.epochs.x", "must be a section"]),
+    ("data-offline", ["cardio_clr", *TINY], ["could not be downloaded", "$SWEEPS_DATA_DIR"]),
+    ("data-path-missing", ["cardio_clr", "--set", "dataset.path={tmp}/none.csv"],
+     ["dataset.path", "must exist", "none.csv"]),
+    ("data-checksum", ["cardio_clr", "--set", "dataset.path={tmp}/short.csv", *TINY],
+     ["dataset.sha256", "must have SHA-256 21a705d2"]),
+    ("data-columns", ["cardio_clr", "--set", "dataset.path={tmp}/columns.csv",
+     "--set", "dataset.sha256=null", *TINY], ["must have the columns", "lacks"]),
+    ("data-empty", ["cardio_clr", "--set", "dataset.path={tmp}/empty.csv",
+     "--set", "dataset.sha256=null", *TINY], ["empty.csv", "it is empty"]),
+    ("data-non-numeric", ["cardio_clr", "--set", "dataset.path={tmp}/text.csv",
+     "--set", "dataset.sha256=null", *TINY], ["column 'height' must be numeric", "'tall'"]),
+    ("tracking-scheme", ["digits_lr", "--tracking-uri", "foo://x", *TINY],
+     ["--tracking-uri", "'foo://x'", "must be a URI MLflow supports"]),
+    ("tracking-unreachable", ["digits_lr", "--tracking-uri", "http://127.0.0.1:9", *TINY],
+     ["--tracking-uri", "http://127.0.0.1:9", "must be reachable"]),
+    ("address-unreachable", ["digits_lr", "--address", "127.0.0.1:9", *TINY],
+     ["--address", "'127.0.0.1:9'", "must be reachable"]),
+    ("gpu-where-none", ["digits_lr", "--set", "resources.gpu=1", *TINY],
+     ["resources.gpu", "gpu=1", "the cluster has 0"]),
+    ("max-concurrent", ["digits_lr", "--max-concurrent", "0"], ["--max-concurrent", "N >= 1"]),
+]  # fmt: skip
+
+
+def test_the_catalogue_is_large_enough() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("argv", "needles"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, argv: list[str], needles: list[str]
+) -> None:
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
+    db = tmp_path / "mlflow.db"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--tracking-uri" not in args:
+        args += ["--tracking-uri", f"sqlite:///{db}"]
+    env = {
+        **os.environ,
+        "SWEEPS_DATA_DIR": str(tmp_path / "no-data-here"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "SWEEPS_CARDIO_URL": "http://127.0.0.1:9/offline",
+        "RAY_ADDRESS": "",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.run", *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    if db.exists():  # nothing may be left RUNNING in the store
+        with sqlite3.connect(db) as con:
+            running = con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()
+        assert running == (0,)
