@@ -7,6 +7,12 @@ from typing import Any
 from pydantic import ValidationError
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type when empty), for one-line errors."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class SweepsError(Exception):
     """A mistake the user can fix: the CLI prints it as one line and exits 2."""
 

@@ -59,7 +59,7 @@ def plan(spec: SweepSpec, outcomes: dict[str, FamilyOutcome]) -> list[tuple[Reev
             for i in range(spec.reeval.seeds):
                 seed = SEED_BASE + i
                 cfg = spec.trial_config(params, seed=seed)
-                # Full length, no collapse cut-off: the verdict needs every epoch of every seed.
+                # Only the final state is needed (it scores the test split): no mid-run saves.
                 cfg["train"] = {**cfg["train"], "checkpoint_every": spec.train.epochs + 1}
                 jobs.append((ReevalRun(family, rank, seed), cfg))
     return jobs

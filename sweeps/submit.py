@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from sweeps.errors import SweepsError, format_validation_error
+from sweeps.errors import SweepsError, first_line, format_validation_error
 from sweeps.registry import builtin_names
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.tracking import redact
@@ -144,11 +144,6 @@ def _without_address_env() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 def connect(address: str) -> JobSubmissionClient:
     """A client for the Jobs API at ``address``; a user error if it is unreachable or refuses us."""
     from ray.exceptions import AuthenticationError
@@ -164,11 +159,11 @@ def connect(address: str) -> JobSubmissionClient:
         raise SweepsError(
             f"--address: the Ray dashboard at {address} must accept this client's token (set "
             "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
-            f"~/.ray/auth_token), but it answered: {_first_line(exc)}"
+            f"~/.ray/auth_token), but it answered: {first_line(exc)}"
         ) from None
     except (OSError, RuntimeError, ValueError) as exc:  # requests' errors are OSErrors
         raise SweepsError(
-            f"--address: the Ray dashboard at {address} must be reachable, but {_first_line(exc)}"
+            f"--address: the Ray dashboard at {address} must be reachable, but {first_line(exc)}"
         ) from None
 
 
@@ -374,7 +369,7 @@ def follow(
             if time.monotonic() - last_contact > patience_s:
                 print(
                     f"error: lost contact with the dashboard for {patience_s:.0f} s "
-                    f"({_first_line(exc)}); job {job_id} may still be running: "
+                    f"({first_line(exc)}); job {job_id} may still be running: "
                     f"python -m sweeps.submit --status {job_id}",
                     file=err,
                 )
@@ -411,11 +406,11 @@ def _job_info(client: JobSubmissionClient, job_id: str, address: str) -> Any:
                 "no such job"
             ) from None
         raise SweepsError(
-            f"--address: the Ray dashboard at {address} must answer, but {_first_line(exc)}"
+            f"--address: the Ray dashboard at {address} must answer, but {first_line(exc)}"
         ) from None
     except OSError as exc:
         raise SweepsError(
-            f"--address: the Ray dashboard at {address} must be reachable, but {_first_line(exc)}"
+            f"--address: the Ray dashboard at {address} must be reachable, but {first_line(exc)}"
         ) from None
 
 
@@ -432,7 +427,7 @@ def show_logs(client: JobSubmissionClient, job_id: str, address: str, out: TextI
         logs = client.get_job_logs(job_id)
     except (OSError, RuntimeError) as exc:
         raise SweepsError(
-            f"--address: the Ray dashboard at {address} must answer, but {_first_line(exc)}"
+            f"--address: the Ray dashboard at {address} must answer, but {first_line(exc)}"
         ) from None
     out.write(logs)
     out.flush()
@@ -467,7 +462,7 @@ def submit(args: argparse.Namespace, address: str, err: TextIO) -> tuple[JobSubm
             )
         except (OSError, RuntimeError, ValueError) as exc:  # upload refused, job not accepted
             raise SweepsError(
-                f"the Ray cluster at {address} must accept the job, but {_first_line(exc)}"
+                f"the Ray cluster at {address} must accept the job, but {first_line(exc)}"
             ) from None
     print(f"submitted job {job_id}: {command}", file=err)
     print(f"dashboard: {address}/#/jobs/{job_id}", file=err)

@@ -15,7 +15,7 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, first_line
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, reevaluate
@@ -100,9 +100,9 @@ def start_ray(address: str | None) -> bool:
         try:
             ray.init(address=address, **common)  # type: ignore[arg-type]
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SweepsError(
-                f"--address: the Ray cluster at {address!r} must be reachable, but {msg[:200]}"
+                f"--address: the Ray cluster at {address!r} must be reachable, but "
+                f"{first_line(exc)}"
             ) from None
         return False
     # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, first_line
 from sweeps.spec import SweepSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -68,11 +68,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -88,7 +83,7 @@ class SweepTracker:
         except Exception as exc:  # an unsupported scheme raises here, before any request
             raise TrackingError(
                 f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
-                f"postgresql://, http(s)://, file:), but {_first_line(exc)}"
+                f"postgresql://, http(s)://, file:), but {first_line(exc)}"
             ) from None
         self.experiment_id = ""
         self.parent_id = ""
@@ -111,7 +106,7 @@ class SweepTracker:
         except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
             raise TrackingError(
                 f"--tracking-uri: the MLflow store {redact(self.uri)!r} must be reachable, but "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
         finally:
             for k, v in saved.items():
