@@ -26,6 +26,7 @@ class FamilyProgress:
     running: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     best: float | None = None
+    retries: int = 0
     started: float | None = None
     ended: float | None = None
 
@@ -97,7 +98,9 @@ class SweepProgress:
         fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
         self._refresh()
 
-    def trial_ended(self, family: str, name: str, status: str, epochs: int, val_acc: float) -> None:
+    def trial_ended(
+        self, family: str, name: str, status: str, epochs: int, val_acc: float, note: str = ""
+    ) -> None:
         fp = self.families[family]
         fp.running = max(0, fp.running - 1)
         fp.counts[status] = fp.counts.get(status, 0) + 1
@@ -106,13 +109,31 @@ class SweepProgress:
             self.log(
                 f"[{family} {fp.done}/{fp.budget}] {name} {status} after {epochs} epochs, "
                 f"val_acc {val_acc:.4f} (family best {best}, {fp.elapsed():.0f}s)"
+                + (f": {note}" if note else "")
             )
+        self._refresh()
+
+    def trial_restored(self, family: str, status: str, val_acc: float | None) -> None:
+        """A trial the interrupted run already finished: counted, not re-announced."""
+        fp = self.families[family]
+        fp.counts[status] = fp.counts.get(status, 0) + 1
+        if val_acc is not None and status != "failed":
+            fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
+        self._refresh()
+
+    def trial_retried(self, family: str, name: str, error: str) -> None:
+        fp = self.families[family]
+        fp.running = max(0, fp.running - 1)
+        fp.retries += 1
+        if self._live is None:
+            self.log(f"[{family}] {name} failed ({error}); retrying from its last checkpoint")
         self._refresh()
 
     # -- view ---------------------------------------------------------------------------------
     def render(self) -> RenderableType:
         table = Table(title=f"sweep: {self.phase}", title_justify="left", expand=False)
-        for col in ("family", "progress", "done", "running", "stopped", "diverged", "failed"):
+        cols = ("family", "progress", "done", "running", "stopped", "diverged", "failed", "retried")
+        for col in cols:
             table.add_column(col, justify="left" if col in ("family", "progress") else "right")
         table.add_column("best val_acc", justify="right")
         table.add_column("elapsed", justify="right")
@@ -126,6 +147,7 @@ class SweepProgress:
                 str(c.get("stopped", 0)),
                 str(c.get("diverged", 0) + c.get("collapsed", 0)),
                 str(c.get("failed", 0)),
+                str(fp.retries),
                 f"{fp.best:.4f}" if fp.best is not None else "-",
                 f"{fp.elapsed():.0f}s",
             )
@@ -159,6 +181,13 @@ class TaskProgress:
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
             self._progress = None
+
+    def skip(self, n: int) -> None:
+        """Jobs done before (a resumed sweep): counted, not re-announced."""
+        if n:
+            self.done += n
+            if self._progress is not None and self._task is not None:
+                self._progress.update(self._task, advance=n)
 
     def advance(self, message: str) -> None:
         self.done += 1

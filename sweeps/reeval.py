@@ -12,11 +12,12 @@ from typing import Any
 
 import ray
 
+from sweeps.custom import load_trainable
 from sweeps.progress import TaskProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.tuner import FamilyOutcome
-from trainables import test_accuracy, train_loop
+from trainables import test_accuracy
 
 # Re-evaluation seeds start here, apart from the tuning seed.
 SEED_BASE = 1000
@@ -36,8 +37,13 @@ class ReevalRun:
         return str(self.history[-1]["status"]) if self.history else "failed"
 
 
-def _retrain(config: dict[str, Any]) -> tuple[list[dict[str, Any]], float, float]:
-    """Train ``config`` for the full run, then score the final model on the test split."""
+def _retrain(
+    config: dict[str, Any], entry: str | None
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Train ``config`` for the full run, then score the final model on the test split.
+
+    A custom trainable may report ``test_acc`` itself; otherwise its last checkpoint must hold
+    the spec's model weights under ``"model"``, as ``train_loop``'s does."""
     history: list[dict[str, Any]] = []
     final: dict[str, Any] = {}
 
@@ -47,8 +53,10 @@ def _retrain(config: dict[str, Any]) -> tuple[list[dict[str, Any]], float, float
             final.update(state)
 
     t0 = time.perf_counter()
-    train_loop(config, report)
-    return history, test_accuracy(config, final), time.perf_counter() - t0
+    load_trainable(entry)(config, report)
+    last = history[-1] if history else {}
+    test = float(last["test_acc"]) if "test_acc" in last else test_accuracy(config, final)
+    return history, test, time.perf_counter() - t0
 
 
 def plan(spec: SweepSpec, outcomes: dict[str, FamilyOutcome]) -> list[tuple[ReevalRun, dict]]:
@@ -75,8 +83,23 @@ def reevaluate(
     remote = ray.remote(_retrain).options(
         num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
     )
-    jobs = plan(spec, outcomes)
-    pending = {remote.remote(cfg): (run, cfg) for run, cfg in jobs}
+    # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
+    logged = {
+        (
+            r.data.tags["sweeps.family"],
+            int(r.data.tags["sweeps.rank"]),
+            int(r.data.tags["sweeps.seed"]),
+        )
+        for r in tracker.children("reeval")
+        if r.info.status == "FINISHED"
+    }
+    jobs = [
+        (run, cfg)
+        for run, cfg in plan(spec, outcomes)
+        if (run.family, run.rank, run.seed) not in logged
+    ]
+    progress.skip(len(logged))
+    pending = {remote.remote(cfg, spec.trainable): (run, cfg) for run, cfg in jobs}
     done: list[ReevalRun] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -52,6 +52,8 @@ class TrialRow:
     params: dict[str, str]
     val_acc: float
     epochs: int
+    error: str = ""  # a failed trial's last error line
+    retries: int = 0
 
     @property
     def peak_lr(self) -> float:
@@ -111,6 +113,7 @@ class Report:
         for r in self.rows:
             s, c = r.summary, r.comparison
             ci = "-" if math.isnan(s.ci_low) else f"{s.ci_low:.2%} – {s.ci_high:.2%}"
+            acc = "-" if math.isnan(s.mean) else f"{s.mean:.2%} ± {s.std * 100:.2f} pp"
             delta = "-" if c is None or math.isnan(c.diff) else f"{c.diff * 100:+.2f} pp"
             p = "-"
             if c is not None and c.testable:  # "p = 0.14" or "p < 0.001" without the "p"
@@ -119,10 +122,18 @@ class Report:
             ett += f" ({r.reached}/{r.seeds})" if r.seeds else ""
             counts = "/".join(str(r.counts.get(k, 0)) for k in TRIAL_STATUSES)
             lines.append(
-                f"| {r.family} | {s.mean:.2%} ± {s.std * 100:.2f} pp | {ci} | {delta} | {p} "
+                f"| {r.family} | {acc} | {ci} | {delta} | {p} "
                 f"| {ett} | {r.search_epochs} | {r.search_seconds:.0f} | {counts} |"
             )
         return "\n".join(lines)
+
+    def failures(self) -> list[str]:
+        """One line per failed trial: which, when, after how many retries, and why."""
+        return [
+            f"{t.name} failed after {t.epochs} epochs and {t.retries} retries: {t.error or '?'}"
+            for t in sorted(self.data.trials, key=lambda t: t.name)
+            if t.status == "failed"
+        ]
 
 
 # -- collecting from MLflow -------------------------------------------------------------------
@@ -172,6 +183,8 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
             params=dict(r.data.params),
             val_acc=r.data.metrics.get("final_val_acc", float("nan")),
             epochs=int(r.data.metrics.get("epochs_used", 0)),
+            error=r.data.tags.get("sweeps.error", ""),
+            retries=int(r.data.tags.get("sweeps.retries", "0")),
         )
         for r in _children(client, parent, "trial")
     ]
@@ -313,6 +326,8 @@ def markdown(report: Report) -> str:
         f"MLflow parent run `{d.run_id}`, spec hash `{d.spec.spec_hash()}`.",
         "",
     ]
+    if report.failures():
+        parts += ["## Failed trials", "", *[f"- {f}" for f in report.failures()], ""]
     for name, caption in PLOTS.items():
         parts += [f"## {caption}", "", f"![{caption}]({name})", ""]
     return "\n".join(parts)
@@ -333,6 +348,10 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
         b64 = base64.b64encode(images[name].read_bytes()).decode()
         figs += f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
     items = "".join(f"<li>{e(s)}</li>" for s in report.sentences)
+    failed = ""
+    if report.failures():
+        failed = "<h2>Failed trials</h2><ul>"
+        failed += "".join(f"<li>{e(f)}</li>" for f in report.failures()) + "</ul>"
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
@@ -343,7 +362,8 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
         f" report</title><style>{style}</style></head><body>"
         f"<h1>{e(report.data.spec.name)}: does a cyclical learning rate beat a tuned fixed "
         f"rate?</h1><p><b>Verdict.</b> {e(report.headline)}</p><ul>{items}</ul>{table}"
-        f"<p>MLflow parent run <code>{e(report.data.run_id)}</code></p>{figs}</body></html>"
+        f"<p>MLflow parent run <code>{e(report.data.run_id)}</code></p>{failed}{figs}"
+        "</body></html>"
     )
 
 

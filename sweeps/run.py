@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from search_spaces import FAMILIES, define_by_run
+from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError, format_validation_error
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
@@ -38,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
     p.add_argument("--storage", help="Ray storage_path (shared storage for several nodes)")
     p.add_argument("--max-concurrent", type=int, help="at most N trials at once")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest unfinished sweep of this spec (same storage)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and sample; start nothing")
     p.add_argument("--list", action="store_true", help="list the built-in sweeps")
     return p
@@ -88,13 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = load_spec(args.sweep, args.overrides)
         if args.dry_run:
+            load_trainable(spec.trainable)
             dry_run(spec, out)
             return 0
         from sweeps.sweep import RunOptions, print_summary, run_sweep  # imports Ray
 
         result = run_sweep(
             spec,
-            RunOptions(args.tracking_uri, args.address, args.storage, args.max_concurrent),
+            RunOptions(
+                args.tracking_uri, args.address, args.storage, args.max_concurrent, args.resume
+            ),
             err,
         )
         print_summary(result, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -11,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from search_spaces import RuleError, SearchSpace, cycle_epochs
+from sweeps.custom import PATTERN as TRAINABLE_PATTERN
 from sweeps.errors import SpecError, format_validation_error
 from trainables.config import DatasetConfig, ModelConfig, OptimizerConfig, TrainConfig
 
@@ -86,9 +88,17 @@ class SweepSpec(_Section):
     failure: FailureSpec = FailureSpec()
     # Ray's storage_path; several nodes need a shared one (NFS, s3://...).
     storage: str | None = None
+    # A custom trainable, module:function, in place of train_loop. It runs the user's code.
+    trainable: str | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> Self:
+        if self.trainable is not None and not re.match(TRAINABLE_PATTERN, self.trainable):
+            raise RuleError(
+                "trainable",
+                "`module:function` syntax (e.g. mypkg.train:fit) must hold, but got "
+                f"{self.trainable!r}",
+            )
         es, epochs = self.early_stopping, self.train.epochs
         if es.name == "asha" and es.grace_period > epochs:
             raise RuleError(

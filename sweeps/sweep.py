@@ -6,15 +6,18 @@ import logging
 import math
 import os
 import socket
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError, first_line
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
@@ -34,6 +37,7 @@ class RunOptions:
     address: str | None = None
     storage: str | None = None
     max_concurrent: int | None = None
+    resume: bool = False  # continue the newest unfinished sweep of this spec
 
 
 @dataclass
@@ -113,10 +117,15 @@ def start_ray(address: str | None) -> bool:
 def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:
     console = console or Console(stderr=True)
     uri = resolve_uri(opts.tracking_uri)
+    load_trainable(spec.trainable)  # a bad custom trainable fails here, before Ray
     facts = data_facts(spec)
     tracker = SweepTracker(uri, spec)
     tracker.check()
-    storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
+    resumed = ""
+    if opts.resume:
+        resumed, storage = tracker.find_resumable(opts.storage)
+    else:
+        storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
     started_ray = start_ray(opts.address)
     try:
         check_resources(spec, ray.cluster_resources())
@@ -125,20 +134,26 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             ray.shutdown()
         raise
     t0 = time.monotonic()
-    parent = tracker.start()
+    if resumed:
+        tracker.reopen(resumed)
+        parent = resumed
+    else:
+        parent = tracker.start({"sweeps.storage": storage})
     result = SweepResult(parent, uri, storage)
     experiment = f"{spec.name}-{parent[:8]}"
     status = "FAILED"
     try:
         if spec.search.bounds == "range_test":
-            spec = derive_bounds(spec, tracker, console)
+            derived = resolved_spec(tracker) if resumed else None
+            spec = derived or derive_bounds(spec, tracker, console)
         slots = opts.max_concurrent or capacity(spec, ray.cluster_resources())
         # More parallel trials than TPE's random start would sample blind past it.
         limit = max(1, min(slots, spec.sampler.startup_trials(spec.search.trials_per_family)))
         console.print(
             f"sweep {spec.name}: {len(spec.families)} families x "
             f"{spec.search.trials_per_family} trials, up to {spec.train.epochs} epochs each, "
-            f"{limit} at a time; MLflow parent run {parent}",
+            f"{limit} at a time; MLflow parent run {parent}"
+            + (" (resumed: finished trials are kept, unfinished ones continue)" if resumed else ""),
             highlight=False,
         )
         budgets = {f: spec.search.trials_per_family for f in spec.families}
@@ -153,6 +168,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                     experiment=experiment,
                     max_concurrent=limit,
                     iters_per_epoch=facts.iters_per_epoch,
+                    resume=bool(resumed),
                 )
         log_summary(tracker, result, facts, time.monotonic() - t0)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
@@ -171,6 +187,16 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         if started_ray:
             ray.shutdown()
     return result
+
+
+def resolved_spec(tracker: SweepTracker) -> SweepSpec | None:
+    """The range-tested spec an interrupted run logged, so a resume keeps its ranges."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            path = tracker.client.download_artifacts(tracker.parent_id, "spec_resolved.yaml", d)
+        except Exception:  # MLflow raises its own types for a missing artifact
+            return None
+        return SweepSpec.model_validate(yaml.safe_load(Path(path).read_text()))
 
 
 def derive_bounds(spec: SweepSpec, tracker: SweepTracker, console: Console) -> SweepSpec:
@@ -241,6 +267,8 @@ def print_summary(result: SweepResult, console: Console) -> None:
         console.print(f"\nverdict: {result.report.headline}", highlight=False, markup=False)
         for sentence in result.report.sentences:
             console.print(f"  - {sentence}", highlight=False, markup=False)
+        for line in result.report.failures():
+            console.print(f"failed trial: {line}", highlight=False, markup=False)
         console.print(
             f"report: artifacts report/report.md and report/report.html of run "
             f"{result.parent_run_id}",

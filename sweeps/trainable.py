@@ -2,32 +2,77 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
-from trainables import train_loop
+from sweeps.custom import load_trainable
 
 STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
+# Tests only: "epoch=E[,times=N][,family=F]" makes trials raise before reporting epoch E, on
+# their first N attempts (default: every attempt), in family F only if given; "delay=S" makes
+# every epoch S seconds slower instead; ";" joins several.
+FAULT_ENV = "SWEEPS_INJECT_FAULT"
 
 
-def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-    if state is None:
-        tune.report(metrics)
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _maybe_fail(epoch: int, family: str) -> None:
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
         return
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(state, Path(d) / STATE_FILE)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    faults = [dict(part.split("=", 1) for part in one.split(",")) for one in raw.split(";")]
+    faults = [f for f in faults if f.get("family", family) == family]
+    for f in faults:
+        time.sleep(float(f.get("delay", 0)))
+    hit = [f for f in faults if "epoch" in f and int(f["epoch"]) == epoch]
+    if not hit:
+        return
+    fault = hit[0]
+    # The count lives in the trial's folder so that it survives the retry's new process.
+    marker = Path(tune.get_context().get_trial_dir()) / "injected_faults"
+    done = int(marker.read_text()) if marker.exists() else 0
+    if done >= int(fault.get("times", 1_000_000)):
+        return
+    marker.write_text(str(done + 1))
+    raise InjectedFault(f"injected fault at epoch {epoch} ({FAULT_ENV}), attempt {done + 1}")
 
 
-def ray_trainable(config: dict[str, Any], shared: dict[str, Any]) -> None:
-    """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections."""
+def ray_trainable(config: dict[str, Any], shared: dict[str, Any], entry: str | None) -> None:
+    """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections,
+    trained by ``train_loop`` or the spec's custom ``entry`` (module:function)."""
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # a retried or restored trial continues from its last checkpoint
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, weights_only=False)
-    train_loop({**shared, **config}, _report, checkpoint=state)
+            saved = json.loads((Path(d) / METRICS_FILE).read_text())
+        if saved.get("status", "running") != "running":
+            # It had ended when the driver died, before Ray recorded that: say so again.
+            tune.report(saved)
+            return
+    extra = {}
+    if state is not None and "epoch" in state:  # tells MLflow where the trial picked up
+        extra["resumed_from_epoch"] = int(state["epoch"])
+
+    def report(metrics: dict[str, Any], new_state: dict[str, Any] | None) -> None:
+        _maybe_fail(int(metrics["epoch"]), str(config.get("family")))
+        metrics = {**metrics, **extra}
+        if new_state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(new_state, Path(d) / STATE_FILE)
+            (Path(d) / METRICS_FILE).write_text(json.dumps(metrics))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    load_trainable(entry)({**shared, **config}, report, checkpoint=state)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 # Ray's newer console output ignores verbose=0; the legacy engine honours it.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ray saves the experiment state (what --resume restores) at most this often; its "auto" waits
+# 10 s or more, and a trial that started since then restarts from scratch on resume.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 from ray import tune
+from ray.tune import ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -101,6 +108,25 @@ class FamilyOutcome:
     study: optuna.Study | None = None
     # (final val_acc, status, sampled config, MLflow run id) of every trial that reported
     trials: list[tuple[float, str, dict[str, Any], str]] = field(default_factory=list)
+    resumed: int = 0  # trials carried over from an interrupted run
+
+    def add(
+        self,
+        name: str,
+        run_id: str,
+        status: str,
+        config: dict[str, Any],
+        last: dict[str, Any] | None,
+    ) -> None:
+        self.statuses[name] = status
+        if last is None:
+            return
+        val_acc = float(last[METRIC])
+        self.epochs += int(last["epoch"])
+        self.train_seconds += float(last.get("time_total_s", 0.0))
+        self.trials.append((val_acc, status, config, run_id))
+        if status != "failed" and (self.best_val_acc is None or val_acc > self.best_val_acc):
+            self.best_val_acc = val_acc
 
     def top(self, k: int) -> list[dict[str, Any]]:
         """The ``k`` best sampled configs by final val_acc (failed trials excluded)."""
@@ -108,73 +134,158 @@ class FamilyOutcome:
         return [cfg for _, _, cfg, _ in ranked[:k]]
 
 
+@dataclass
+class FamilyRuns:
+    """The driver-side state of one family's search. Ray pickles callbacks into the experiment
+    for ``Tuner.restore``; these live objects stay out of that pickle (see ``TrialLogger``)."""
+
+    tracker: SweepTracker
+    family: str
+    iters_per_epoch: int
+    progress: SweepProgress
+    outcome: FamilyOutcome
+    runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # trial_id -> (name, run id)
+    logged: dict[str, int] = field(default_factory=dict)  # run id -> last epoch in MLflow
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> last result
+    ended: set[str] = field(default_factory=set)  # trial ids whose run this driver ended
+
+    def adopt(self) -> None:
+        """Resume: take over this family's trial runs from MLflow, as the crashed driver left
+        them. Ended runs count towards the outcome; open ones continue when Tune resumes them."""
+        for run in self.tracker.children("trial", self.family):
+            trial_id = run.data.tags["sweeps.trial_id"]
+            name = run.info.run_name or ""
+            self.runs[trial_id] = (name, run.info.run_id)
+            self.logged[run.info.run_id] = self.tracker.last_step(run.info.run_id)
+            status = run.data.tags.get("sweeps.status")
+            if run.info.status == "RUNNING" or status is None:
+                continue
+            self.ended.add(trial_id)
+            m = run.data.metrics
+            last = None
+            if "final_val_acc" in m and m.get("epochs_used", 0) > 0:
+                last = {
+                    METRIC: m["final_val_acc"],
+                    "epoch": m["epochs_used"],
+                    "time_total_s": m.get("train_seconds", 0.0),
+                }
+            config = json.loads(run.data.tags.get("sweeps.config", "{}"))
+            self.outcome.add(name, run.info.run_id, status, config, last)
+            self.outcome.resumed += 1
+            self.progress.trial_restored(self.family, status, last[METRIC] if last else None)
+
+
+# Live FamilyRuns by key; the pickled TrialLogger holds only its key.
+_LIVE: dict[str, FamilyRuns] = {}
+
+
+def error_line(text: str | None) -> str:
+    """The exception line of the latest failure in a trial's error.txt ("Failure # N" blocks of
+    a Ray actor banner, an indented traceback and the exception line)."""
+    lines = [
+        ln.strip()
+        for ln in (text or "").splitlines()
+        if ln.strip() and not ln[0].isspace() and "ray::" not in ln
+        and not ln.startswith(("Failure #", "Traceback"))
+    ]  # fmt: skip
+    return (lines[-1] if lines else "unknown error")[:500]
+
+
+def _error_line(trial: Trial) -> str:
+    # Ray appends to the driver's local error.txt at once and syncs it to storage later.
+    local = Path(trial.error_file) if trial.error_file else None
+    if local is not None and local.exists():
+        return error_line(local.read_text())
+    return error_line(str(trial.get_error() or ""))
+
+
 class TrialLogger(tune.Callback):
     """Mirrors each trial into a nested MLflow run and the progress view."""
 
-    def __init__(
-        self,
-        tracker: SweepTracker,
-        family: str,
-        iters_per_epoch: int,
-        progress: SweepProgress,
-        outcome: FamilyOutcome,
-    ) -> None:
-        self.tracker, self.family, self.iters = tracker, family, iters_per_epoch
-        self.progress, self.outcome = progress, outcome
-        self.runs: dict[str, tuple[str, str]] = {}  # trial_id -> (run name, run id)
-        self.last: dict[str, dict[str, Any]] = {}
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @property
+    def live(self) -> FamilyRuns:
+        return _LIVE[self.key]
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        if trial.trial_id in self.runs:  # a retried trial continues its own run
+        live = self.live
+        if trial.trial_id in live.ended:  # finished before a crash; Ray just re-confirms it
             return
-        name = f"{self.family}-{len(self.runs) + 1:03d}"
-        params = {k: v for k, v in trial.config.items() if k in FAMILIES[self.family].params}
+        live.progress.trial_started(live.family)
+        if trial.trial_id in live.runs:  # a retried or resumed trial continues its own run
+            return
+        name = f"{live.family}-{len(live.runs) + 1:03d}"
+        params = {k: v for k, v in trial.config.items() if k in FAMILIES[live.family].params}
+        tags = {
+            "sweeps.family": live.family,
+            "sweeps.trial_id": trial.trial_id,
+            "sweeps.config": json.dumps(dict(trial.config)),  # typed, for a resumed driver
+        }
         if "step_size_epochs" in params:
-            params["step_size_iters"] = params["step_size_epochs"] * self.iters
-        params["iters_per_epoch"] = self.iters
-        run_id = self.tracker.start_child(
-            name,
-            "trial",
-            {"sweeps.family": self.family, "sweeps.trial_id": trial.trial_id},
-            {"family": self.family, **params},
-        )
-        self.runs[trial.trial_id] = (name, run_id)
-        self.progress.trial_started(self.family)
+            params["step_size_iters"] = params["step_size_epochs"] * live.iters_per_epoch
+        params["iters_per_epoch"] = live.iters_per_epoch
+        run_id = live.tracker.start_child(name, "trial", tags, {"family": live.family, **params})
+        live.runs[trial.trial_id] = (name, run_id)
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        self.last[trial.trial_id] = result
-        self.tracker.log_epoch(self.runs[trial.trial_id][1], result)
-        self.progress.trial_result(self.family, float(result[METRIC]))
+        live = self.live
+        if trial.trial_id in live.ended:
+            return
+        live.last[trial.trial_id] = result
+        run_id = live.runs[trial.trial_id][1]
+        epoch = int(result["epoch"])
+        resumed = result.get("resumed_from_epoch")
+        if resumed is not None and epoch == int(resumed) + 1:
+            live.tracker.set_tags(run_id, {"sweeps.resumed_from_epoch": str(resumed)})
+        # Epochs re-run after a restore were logged before the fault; the restored RNGs make
+        # them identical, so MLflow keeps one value per step.
+        if epoch > live.logged.get(run_id, 0):
+            live.tracker.log_epoch(run_id, result)
+            live.logged[run_id] = epoch
+        live.progress.trial_result(live.family, float(result[METRIC]))
+
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        live = self.live
+        name, run_id = live.runs[trial.trial_id]
+        error = _error_line(trial)
+        live.progress.trial_retried(live.family, name, error)
+        live.tracker.set_tags(
+            run_id, {"sweeps.retries": str(trial.num_failures), "sweeps.last_error": error}
+        )
 
     def _end(self, trial: Trial, error: bool) -> None:
-        name, run_id = self.runs[trial.trial_id]
-        last = self.last.get(trial.trial_id)
+        live = self.live
+        if trial.trial_id in live.ended:
+            return
+        name, run_id = live.runs[trial.trial_id]
+        last = live.last.get(trial.trial_id)
+        if last is None and error is False and trial.last_result:
+            last = trial.last_result  # resumed trial that ended without a new result
         status = trial_status(last, error)
         epochs = int(last["epoch"]) if last else 0
         val_acc = float(last[METRIC]) if last else 0.0
         train_s = float(last.get("time_total_s", 0.0)) if last else 0.0
-        self.tracker.end_child(
+        note = ""
+        if error:
+            note = _error_line(trial)
+            live.tracker.set_tags(run_id, {"sweeps.error": note})
+            note += f" (traceback: {trial.path}/error.txt)"
+        live.tracker.end_child(
             run_id,
             status,
             {"epochs_used": epochs, "final_val_acc": val_acc, "train_seconds": train_s},
         )
-        out = self.outcome
-        out.statuses[name] = status
-        out.epochs += epochs
-        out.train_seconds += train_s
-        if last is not None:
-            out.trials.append((val_acc, status, dict(trial.config), run_id))
-        if (
-            last is not None
-            and status != "failed"
-            and (out.best_val_acc is None or val_acc > out.best_val_acc)
-        ):
-            out.best_val_acc = val_acc
-        self.progress.trial_ended(self.family, name, status, epochs, val_acc)
+        live.ended.add(trial.trial_id)
+        live.outcome.add(name, run_id, status, dict(trial.config), last)
+        live.progress.trial_ended(live.family, name, status, epochs, val_acc, note)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -187,6 +298,39 @@ class TrialLogger(tune.Callback):
         self._end(trial, error=True)
 
 
+def _reconcile(live: FamilyRuns, grid: ResultGrid) -> None:
+    """After a resumed search: runs the crashed driver left open are ended from Ray's results,
+    or discarded when Ray's restored experiment no longer holds their trial."""
+    results = {}
+    for i in range(len(grid)):
+        res = grid[i]
+        if res.metrics and "epoch" in res.metrics:
+            results[res.metrics["trial_id"]] = (res.metrics, res.config or {}, res.error)
+    for trial_id, (name, run_id) in live.runs.items():
+        if trial_id in live.ended:
+            continue
+        if trial_id not in results:
+            live.tracker.discard(run_id, "its trial is not in the restored Ray experiment")
+            continue
+        last, config, error = results[trial_id]
+        status = trial_status(last, error is not None)
+        live.tracker.end_child(
+            run_id,
+            status,
+            {
+                "epochs_used": int(last["epoch"]),
+                "final_val_acc": float(last[METRIC]),
+                "train_seconds": float(last.get("time_total_s", 0.0)),
+            },
+        )
+        live.outcome.add(name, run_id, status, dict(config), dict(last))
+        live.progress.trial_restored(live.family, status, float(last[METRIC]))
+
+
+def experiment_path(storage: str, experiment: str, family: str) -> str:
+    return f"{storage.rstrip('/')}/{experiment}/{family}"
+
+
 def run_family(
     spec: SweepSpec,
     family: str,
@@ -197,39 +341,70 @@ def run_family(
     experiment: str,
     max_concurrent: int,
     iters_per_epoch: int,
+    resume: bool = False,
 ) -> FamilyOutcome:
-    """Run one family's search to the end of its budget."""
-    searcher = PrunedAwareOptunaSearch(
-        space=define_by_run(spec.search, family),
-        metric=METRIC,
-        mode=MODE,
-        sampler=make_sampler(spec, family),
-    )
+    """Run one family's search to the end of its budget; with ``resume``, continue an
+    interrupted one from Ray's experiment state (finished trials are not run again)."""
     outcome = FamilyOutcome(family)
+    key = f"{experiment}/{family}"
+    live = _LIVE[key] = FamilyRuns(tracker, family, iters_per_epoch, progress, outcome)
+    path = experiment_path(storage, experiment, family)
     trainable = tune.with_resources(
-        tune.with_parameters(ray_trainable, shared=spec.trial_config({}, seed=spec.sampler.seed)),
+        tune.with_parameters(
+            ray_trainable,
+            shared=spec.trial_config({}, seed=spec.sampler.seed),
+            entry=spec.trainable,
+        ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-            scheduler=make_scheduler(spec, family),
-            num_samples=spec.search.trials_per_family,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=family,
-            storage_path=f"{storage.rstrip('/')}/{experiment}",
-            callbacks=[TrialLogger(tracker, family, iters_per_epoch, progress, outcome)],
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-        ),
-    )
+    restoring = resume and tune.Tuner.can_restore(path)
+    searcher = None
+    if restoring:
+        live.adopt()
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
+    else:
+        if resume:  # Ray saved nothing of this family: it starts afresh, so drop its runs
+            for run in tracker.children("trial", family):
+                tracker.discard(run.info.run_id, "its family's Ray experiment was never saved")
+        searcher = PrunedAwareOptunaSearch(
+            space=define_by_run(spec.search, family),
+            metric=METRIC,
+            mode=MODE,
+            sampler=make_sampler(spec, family),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+                scheduler=make_scheduler(spec, family),
+                num_samples=spec.search.trials_per_family,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=family,
+                storage_path=path.rsplit("/", 1)[0],
+                callbacks=[TrialLogger(key)],
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            ),
+        )
     progress.family_started(family)
-    tuner.fit()
+    # A failing trial's traceback would flood the console; its error line is in the progress
+    # output, the trial's MLflow run and the report, and the whole of it in its error.txt.
+    quiet = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
+    try:
+        grid = tuner.fit()
+        if restoring:
+            _reconcile(live, grid)
+    finally:
+        _LIVE.pop(key, None)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     progress.family_ended(family)
     outcome.wall_seconds = progress.families[family].elapsed()
-    outcome.study = searcher.study
+    outcome.study = searcher.study if searcher is not None else None
     return outcome

@@ -68,6 +68,12 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("gpu-where-none", ["digits_lr", "--set", "resources.gpu=1", *TINY],
      ["resources.gpu", "gpu=1", "the cluster has 0"]),
     ("max-concurrent", ["digits_lr", "--max-concurrent", "0"], ["--max-concurrent", "N >= 1"]),
+    ("resume-nothing", ["digits_lr", "--resume", *TINY],
+     ["--resume", "unfinished sweep of 'digits_lr'", "there is none"]),
+    ("trainable-syntax", ["digits_lr", "--set", "trainable=train.py"],
+     ["trainable", "'train.py'", "`module:function` syntax"]),
+    ("trainable-missing", ["digits_lr", "--set", "trainable=no_such_module:train", *TINY],
+     ["trainable", "'no_such_module:train'", "ModuleNotFoundError"]),
 ]  # fmt: skip
 
 

@@ -1,0 +1,198 @@
+"""Faults a sweep survives, each for real: the driver SIGKILLed then resumed, trials that raise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.entities import Run, ViewType
+from mlflow.tracking import MlflowClient
+
+from sweeps.tuner import error_line
+
+# Rates that neither collapse nor diverge on digits, so every trial trains to its last epoch.
+SAFE_RATES = [
+    "search.base_lr={low: 0.001, high: 0.01, log: true}",
+    "search.max_lr={low: 0.01, high: 0.05, log: true}",
+    "early_stopping.name=none",
+]
+
+
+def argv(tmp: Path, sets: list[str], *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "sweeps.run", "digits_lr", "--tracking-uri", uri(tmp)]
+    args += ["--storage", str(tmp / "ray"), *extra]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def uri(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
+def all_runs(client: MlflowClient) -> list[Run]:
+    exp = client.get_experiment_by_name("digits_lr")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+
+
+def steps(client: MlflowClient, run: Run) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+
+
+def trials(runs: list[Run]) -> list[Run]:
+    return [
+        r
+        for r in runs
+        if r.data.tags.get("sweeps.role") == "trial" and r.info.lifecycle_stage == "active"
+    ]
+
+
+def report_md(client: MlflowClient, parent: Run, tmp: Path) -> str:
+    path = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp))
+    return Path(path).read_text()
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resumed(tmp_path: Path) -> None:
+    sets = [
+        "search.families=[fixed,triangular]",
+        "search.trials_per_family=4",
+        "train.epochs=40",
+        "train.checkpoint_every=2",
+        "reeval.seeds=2",
+        *SAFE_RATES,
+    ]
+    # 0.1 s more per epoch: trials last seconds even on a fast machine, so one is mid-flight.
+    env = {**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": "delay=0.1"}
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        argv(tmp_path, sets), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    client = MlflowClient(uri(tmp_path))
+    victim: Run | None = None
+    deadline = time.monotonic() + 400
+    # Kill once >= 3 trials have finished and another is mid-flight: old enough to be in Ray's
+    # saved experiment state (saved every 2 s) and past a checkpoint.
+    while victim is None and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        runs = trials(all_runs(client))
+        if sum(r.info.status == "FINISHED" for r in runs) < 3:
+            continue
+        for r in runs:
+            age = time.time() - r.info.start_time / 1000
+            if r.info.status == "RUNNING" and age > 3 and len(steps(client, r)) >= 6:
+                victim = r
+                break
+    assert victim is not None, (
+        "no trial was mid-flight with 3 finished: " + (tmp_path / "first.log").read_text()[-3000:]
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    before = {
+        r.info.run_id: (r.info.end_time, steps(client, r))
+        for r in trials(all_runs(client))
+        if r.info.status == "FINISHED"
+    }
+    assert len(before) >= 3
+    assert any(r.info.status == "RUNNING" for r in all_runs(client))  # what the kill left
+
+    resumed = subprocess.run(
+        argv(tmp_path, sets, "--resume"), cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in resumed.stderr
+
+    runs = all_runs(client)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    parents = [r for r in runs if r.data.tags.get("sweeps.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["sweeps.resumes"] == "1"
+    live = trials(runs)
+    for family in ("fixed", "triangular"):
+        names = [r.info.run_name for r in live if r.data.tags["sweeps.family"] == family]
+        assert len(names) == 4 == len(set(names)), names
+    for r in live:  # every epoch logged once, none missing
+        assert steps(client, r) == list(range(1, int(r.data.metrics["epochs_used"]) + 1))
+        assert r.data.tags["sweeps.status"] == "completed"
+    # Finished trials were not run again.
+    after = {r.info.run_id: (r.info.end_time, steps(client, r)) for r in live}
+    for run_id, seen in before.items():
+        assert after[run_id] == seen
+    # The trial killed mid-flight continued from its checkpoint, in the same MLflow run.
+    kept = next(r for r in live if r.info.run_id == victim.info.run_id)
+    assert int(kept.data.tags["sweeps.resumed_from_epoch"]) >= 2
+    md = report_md(client, parents[0], tmp_path)
+    assert "**Verdict.**" in md and "| triangular |" in md
+
+
+@pytest.mark.slow
+def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(tmp_path: Path) -> None:
+    sets = [
+        "search.families=[fixed,triangular]",
+        "search.trials_per_family=2",
+        "train.epochs=8",
+        "train.checkpoint_every=2",
+        "failure.max_retries=1",
+        "reeval.seeds=2",
+        *SAFE_RATES,
+    ]
+    # fixed fails once at epoch 5 and recovers; triangular fails at epoch 5 on every attempt.
+    fault = "epoch=5,times=1,family=fixed;epoch=5,family=triangular"
+    env = {**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": fault}
+    proc = subprocess.run(
+        argv(tmp_path, sets), cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    client = MlflowClient(uri(tmp_path))
+    runs = all_runs(client)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    by_family: dict[str, list[Run]] = {}
+    for r in trials(runs):
+        by_family.setdefault(r.data.tags["sweeps.family"], []).append(r)
+    assert len(by_family["fixed"]) == len(by_family["triangular"]) == 2
+    for r in by_family["fixed"]:
+        tags: dict[str, Any] = r.data.tags
+        assert tags["sweeps.status"] == "completed" and r.info.status == "FINISHED"
+        assert tags["sweeps.retries"] == "1" and "InjectedFault" in tags["sweeps.last_error"]
+        assert tags["sweeps.resumed_from_epoch"] == "4"  # the checkpoint before the fault
+        assert steps(client, r) == list(range(1, 9))
+    for r in by_family["triangular"]:
+        tags = r.data.tags
+        assert tags["sweeps.status"] == "failed" and r.info.status == "FAILED"
+        assert tags["sweeps.retries"] == "1"
+        assert "InjectedFault: injected fault at epoch 5" in tags["sweeps.error"]
+        assert "attempt 2" in tags["sweeps.error"]  # the last attempt's error, not the first
+        assert steps(client, r) == [1, 2, 3, 4]
+    parent = next(r for r in runs if r.data.tags.get("sweeps.role") == "sweep")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials/failed"] == 2
+    md = report_md(client, parent, tmp_path)
+    assert "## Failed trials" in md
+    for name in ("triangular-001", "triangular-002"):
+        assert f"{name} failed after 4 epochs and 1 retries: " in md
+        assert f"failed trial: {name}" in proc.stdout
+
+
+def test_error_line_is_the_latest_failure() -> None:
+    text = (
+        "Failure # 1 (occurred at 2026-11-22_05-33-17)\n"
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1, ip=1.2.3.4)\n"
+        "  File \"x.py\", line 3, in f\n    raise E('first')\n"
+        "sweeps.trainable.InjectedFault: first\n"
+        "Failure # 2 (occurred at 2026-11-22_05-33-35)\n"
+        'Traceback (most recent call last):\n  File "x.py", line 3\n'
+        "ValueError: second\n"
+    )
+    assert error_line(text) == "ValueError: second"
+    assert error_line("") == "unknown error"
