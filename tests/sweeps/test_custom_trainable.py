@@ -1,0 +1,75 @@
+"""A spec's own ``module:function`` trainable runs in the trials and the re-evaluation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.custom import load_trainable
+from sweeps.errors import SweepsError
+from sweeps.spec import load_spec
+from trainables import train_loop
+
+USER_MODULE = """
+import os, uuid
+from pathlib import Path
+
+from trainables import train_loop
+
+
+def fit(config, report, checkpoint=None):
+    # Leaves a mark per call, so the test can count where it ran.
+    Path(os.environ["MARKS"], f"{config['family']}-{config['seed']}-{uuid.uuid4().hex}").touch()
+    return train_loop(config, report, checkpoint)
+"""
+
+
+def test_no_trainable_means_train_loop() -> None:
+    assert load_trainable(None) is train_loop
+    assert load_spec("digits_lr").trainable is None
+
+
+def test_a_trainable_that_is_not_a_function_is_refused() -> None:
+    with pytest.raises(SweepsError, match=r"trainable: 'os:sep' must be a function"):
+        load_trainable("os:sep")
+    with pytest.raises(SweepsError, match=r"'os:no_such' must name an importable"):
+        load_trainable("os:no_such")
+
+
+@pytest.mark.slow
+def test_custom_trainable_runs_trials_and_reevaluation(tmp_path: Path) -> None:
+    (tmp_path / "user_code").mkdir()
+    (tmp_path / "user_code" / "my_trainable.py").write_text(USER_MODULE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = ["trainable=my_trainable:fit", "search.families=[fixed]", "search.trials_per_family=2",
+            "train.epochs=3", "early_stopping.name=none", "reeval.seeds=2"]  # fmt: skip
+    args = [sys.executable, "-m", "sweeps.run", "digits_lr", "--tracking-uri", uri]
+    for s in sets:
+        args += ["--set", s]
+    env = {**os.environ, "RAY_ADDRESS": "", "MARKS": str(marks),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "user_code"),
+                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    proc = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in marks.iterdir())
+    # Two trials (tuning seed 0) and two re-evaluation seeds (1000, 1001) went through it.
+    assert [n.rsplit("-", 1)[0] for n in names] == [
+        "fixed-0", "fixed-0", "fixed-1000", "fixed-1001"
+    ]  # fmt: skip
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("digits_lr")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("sweeps.role") == "sweep")
+    assert parent.data.params["trainable"] == "my_trainable:fit"
+    reevals = [r for r in runs if r.data.tags.get("sweeps.role") == "reeval"]
+    assert len(reevals) == 2 and all(0.5 < r.data.metrics["test_acc"] <= 1 for r in reevals)
