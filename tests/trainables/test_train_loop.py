@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from trainables import TrialConfig, train_loop
+from trainables import TrialConfig, build_model, train_loop
 from trainables.data import load_dataset
-from trainables.train_loop import build_optimizer
+from trainables.train_loop import COMPILE_ENV, build_optimizer, grad_fn, use_compiled_step
 
 
 class Recorder:
@@ -56,15 +56,19 @@ def test_same_seed_same_result_other_seed_differs() -> None:
     assert a.rows[-1]["train_loss"] != c.rows[-1]["train_loss"]
 
 
+TRI2 = {"family": "triangular2", "base_lr": 0.001, "max_lr": 0.01, "step_size_epochs": 2}
+SGDR = {"family": "sgdr", "base_lr": 0.0005, "max_lr": 0.01, "step_size_epochs": 2, "t_mult": 2}
+ONE_CYCLE = {"family": "one_cycle", "base_lr": 0.001, "max_lr": 0.01}
+
+
 @pytest.mark.parametrize(
-    "family_kw",
-    [
-        {"family": "triangular2", "base_lr": 0.001, "max_lr": 0.01, "step_size_epochs": 2},
-        {"family": "sgdr", "base_lr": 0.0005, "max_lr": 0.01, "step_size_epochs": 2, "t_mult": 2},
-        {"family": "one_cycle", "base_lr": 0.001, "max_lr": 0.01},
-    ],
+    ("family_kw", "compile_mode"),
+    [(TRI2, "auto"), (SGDR, "auto"), (ONE_CYCLE, "auto"), (TRI2, "always")],
 )
-def test_six_epochs_equal_three_checkpoint_restore_three(family_kw: dict[str, Any]) -> None:
+def test_six_epochs_equal_three_checkpoint_restore_three(
+    family_kw: dict[str, Any], compile_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(COMPILE_ENV, compile_mode)
     cfg = digits(train={"epochs": 6, "batch_size": 64, "checkpoint_every": 3}, **family_kw)
     straight, first, second = Recorder(), Recorder(), Recorder()
     train_loop(cfg, straight)
@@ -141,3 +145,75 @@ def test_optimizer_is_the_same_for_every_family() -> None:
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optimizer, 0.1)
     assert opt.param_groups[0]["momentum"] == 0.0
     assert load_dataset(cfg.dataset).n_classes == 10
+
+
+# Before the epoch-time work (issue 7a): per-batch fancy indexing, unfused SGD, eager autograd.
+GOLDEN_VAL_ACC = [0.72159, 0.73052, 0.73198, 0.73198, 0.73295]
+GOLDEN_TRAIN_LOSS = [0.62607, 0.55554, 0.54967, 0.54721, 0.54635]
+
+
+@pytest.mark.parametrize("compile_mode", ["never", "always"])
+def test_cardio_fixed_seed_matches_the_values_before_the_speedup(
+    real_cardio: Path, compile_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same batches, LR schedule and update rule: eager plain SGD is bit-identical here, the
+    compiled step differs by float rounding only. The tolerance (a few val rows) leaves room for
+    other CPUs' kernels; a changed shuffle, schedule or loss weighting moves these by more."""
+    monkeypatch.setenv(COMPILE_ENV, compile_mode)
+    cfg = {
+        "dataset": {"name": "cardio"}, "model": {"name": "mlp", "hidden": [64, 32]},
+        "optimizer": {"name": "sgd"}, "train": {"epochs": 5, "batch_size": 350},
+        "family": "triangular2", "base_lr": 0.01, "max_lr": 0.3, "step_size_epochs": 2,
+        "seed": 0, "threads": 1,
+    }  # fmt: skip
+    rec = Recorder()
+    train_loop(cfg, rec)
+    assert [r["val_acc"] for r in rec.rows] == pytest.approx(GOLDEN_VAL_ACC, abs=1e-3)
+    assert [r["train_loss"] for r in rec.rows] == pytest.approx(GOLDEN_TRAIN_LOSS, abs=1e-4)
+
+
+def test_compiled_gradients_equal_torch_autograd() -> None:
+    torch.manual_seed(0)
+    cfg = TrialConfig.model_validate(digits())
+    data = load_dataset(cfg.dataset)
+    model = build_model(cfg.model, data.n_features, data.n_classes)
+    x, y = data.x_train[:64], data.y_train[:64]
+    fn = grad_fn(model, x, y)
+    if fn is None:
+        pytest.skip("Inductor cannot compile here (no C++ compiler?)")
+    assert grad_fn(model, x, y) is fn  # cached: a later trial pays nothing
+    params = list(model.parameters())
+    loss, *grads = fn(*[p.detach() for p in params], x, y)
+    want = torch.nn.functional.cross_entropy(model(x), y)
+    want.backward()
+    torch.testing.assert_close(loss, want.detach(), atol=1e-6, rtol=1e-6)
+    for p, g in zip(params, grads, strict=True):
+        assert p.grad is not None and g.shape == p.shape and g.stride() == p.stride()
+        torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_compile_rule_is_a_function_of_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    long = TrialConfig.model_validate(digits(train={"epochs": 50, "batch_size": 64}))
+    short = TrialConfig.model_validate(digits(train={"epochs": 3, "batch_size": 64}))
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    assert use_compiled_step(long, cpu, full_batches=137)
+    assert not use_compiled_step(short, cpu, full_batches=16)
+    assert not use_compiled_step(long, gpu, full_batches=137)
+    tiny = TrialConfig.model_validate(digits(train={"epochs": 40, "batch_size": 4}))
+    assert not use_compiled_step(tiny, cpu, full_batches=269)  # the slow tests' long trials
+    monkeypatch.setenv(COMPILE_ENV, "always")
+    assert use_compiled_step(short, cpu, full_batches=16)
+    assert not use_compiled_step(short, cpu, full_batches=0)  # no full batch to compile for
+    monkeypatch.setenv(COMPILE_ENV, "never")
+    assert not use_compiled_step(long, cpu, full_batches=137)
+    monkeypatch.setenv(COMPILE_ENV, "yes")
+    with pytest.raises(ValueError, match="SWEEPS_COMPILE must be auto, always or never"):
+        use_compiled_step(long, cpu, full_batches=137)
+
+
+def test_optimizer_uses_the_fused_kernel_on_cpu() -> None:
+    for name in ("sgd", "adam", "adamw"):
+        cfg = TrialConfig.model_validate(digits(optimizer={"name": name}))
+        opt = build_optimizer([torch.nn.Parameter(torch.zeros(3))], cfg.optimizer, 0.1)
+        assert opt.defaults["fused"] is True
