@@ -1,41 +1,41 @@
 """MLflow: the experiment, one parent run per sweep, nested runs per trial, batched logging.
 
 Only the driver talks to MLflow (through ``MlflowClient``), so trials need no tracking credentials.
+Every write goes through an ``Outbox`` (``sweeps/outbox.py``): a store that stops mid-sweep
+delays the writes, in order, but neither stalls Tune nor loses them.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sweeps.errors import SweepsError, first_line
+from sweeps.outbox import (
+    PATIENCE_ENV,
+    PLACEHOLDER,
+    RUN_KEY_TAG,
+    Outbox,
+    TrackingError,
+    Write,
+    now_ms,
+    quick_http,
+    redact,
+)
 from sweeps.spec import SweepSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "lr", "epoch_seconds")
 _PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
-_CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
-# One try with a short timeout: MLflow's default HTTP retries back off for minutes.
-_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-
-
-class TrackingError(SweepsError):
-    """The tracking store cannot be reached or used."""
-
-
-def redact(uri: str) -> str:
-    """The URI with any ``user:password@`` replaced, for console output and params."""
-    return _CREDENTIALS.sub("***@", uri)
 
 
 def resolve_uri(cli_value: str | None) -> str:
@@ -73,52 +73,65 @@ def _finite(value: Any) -> bool:
 
 
 class SweepTracker:
-    """The parent run of one sweep invocation, and its nested runs."""
+    """The parent run of one sweep invocation, and its nested runs.
 
-    def __init__(self, uri: str, spec: SweepSpec) -> None:
+    Writes go through ``self.outbox`` in order; when the store is down they wait there and the
+    sweep goes on (``sweeps/outbox.py`` says why that loses nothing). Runs created meanwhile have
+    a placeholder id until the store takes them (``resolve`` gives the real one). ``client`` is
+    for reads and artifacts: it sends the queued writes first, so a reader sees all of them.
+    ``finish`` ends every run this tracker started and still has open, then waits a bounded time
+    (``patience`` seconds, default ``$SWEEPS_MLFLOW_PATIENCE`` or 300) for a store that is down.
+    """
+
+    def __init__(self, uri: str, spec: SweepSpec, patience: float | None = None) -> None:
         self.uri = uri
         self.spec = spec
         try:
-            self.client = MlflowClient(tracking_uri=uri)
+            client = MlflowClient(tracking_uri=uri)
         except Exception as exc:  # an unsupported scheme raises here, before any request
             raise TrackingError(
                 f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
                 f"postgresql://, http(s)://, file:), but {first_line(exc)}"
             ) from None
+        self.outbox = Outbox(client, uri, patience)
         self.experiment_id = ""
         self.parent_id = ""
+        self.open_runs: set[str] = set()  # nested runs started here and not ended yet
+        self._gave_up = False  # the patience ran out once: do not wait for it again
 
-    # Ray pickles the run config (and so this, inside a callback) for Tuner.restore.
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "client": None}
+    @property
+    def client(self) -> MlflowClient:
+        """The MlflowClient, after every queued write is sent (so reads see them)."""
+        if self.outbox.queue and not self.outbox.flush(0 if self._gave_up else None):
+            self._gave_up = True
+            raise TrackingError(
+                f"--tracking-uri: the MLflow store {redact(self.uri)!r} must come back within "
+                f"{self.outbox.patience:.0f} s (${PATIENCE_ENV}) to take "
+                f"{len(self.outbox.queue)} queued writes, but it did not"
+            )
+        return self.outbox.client
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.uri)
+    def resolve(self, run_id: str) -> str:
+        """The real MLflow id of a run whose creation may still be queued (else the placeholder)."""
+        return self.outbox.resolve(run_id)
 
     # -- parent run ---------------------------------------------------------------------------
     def check(self) -> None:
         """Fail fast, before Ray starts, when the store is unreachable or unusable."""
-        saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
-        os.environ.update(_QUICK_HTTP)
         try:
-            self.client.search_experiments(max_results=1)
+            with quick_http():
+                self.outbox.client.search_experiments(max_results=1)
         except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
             raise TrackingError(
                 f"--tracking-uri: the MLflow store {redact(self.uri)!r} must be reachable, but "
                 f"{first_line(exc)}"
             ) from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def start(self, extra_tags: Mapping[str, str] | None = None) -> str:
+        client = self.client
         name = self.spec.tracking.experiment
-        exp = self.client.get_experiment_by_name(name)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        exp = client.get_experiment_by_name(name)
+        self.experiment_id = exp.experiment_id if exp else client.create_experiment(name)
         tags = {
             "sweeps.role": "sweep",
             "sweeps.name": self.spec.name,
@@ -129,9 +142,8 @@ class SweepTracker:
         if commit:
             tags["sweeps.git_commit"] = commit
             tags["mlflow.source.git.commit"] = commit
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"{self.spec.name}-sweep", tags=tags
-        )
+        # Created directly: the store was just checked, and the id names Ray's experiment.
+        run = client.create_run(self.experiment_id, run_name=f"{self.spec.name}-sweep", tags=tags)
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, {k: self._param(v) for k, v in self.spec.flat().items()})
         self.client.log_text(self.parent_id, self.spec.to_yaml(), "spec.yaml")
@@ -143,39 +155,92 @@ class SweepTracker:
         return redact(text) if "://" in text else text
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
+        items = [(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
+            self.outbox.submit(Write("log_batch", run_id, params=items[i : i + _PARAM_BATCH]))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        now = now_ms()  # when it happened, however late the store takes it
+        batch = [(k, float(v), now, step) for k, v in metrics.items()]
         if batch:
-            self.client.log_batch(run_id, metrics=batch)
+            self.outbox.submit(Write("log_batch", run_id, metrics=batch))
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.outbox.submit(Write("log_batch", run_id, tags=dict(tags)))
+
+    def terminate(self, run_id: str, status: str) -> None:
+        """End a run as ``status`` (FINISHED, FAILED, KILLED) at this moment, through the queue."""
+        self.outbox.submit(Write("set_terminated", run_id, status=status, time_ms=now_ms()))
+        self.open_runs.discard(run_id)
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.parent_id:
-            self.client.set_terminated(self.parent_id, status=status)
+        """End the parent (and any nested run left open) as ``status``, and send every write.
+
+        Waits up to the patience for a store that is down; if it stays down, the unsent writes
+        go to ``mlflow-unsent-<run>.json`` in the working directory and TrackingError says how
+        to send them (``python -m sweeps.outbox``).
+        """
+        if not self.parent_id:
+            return
+        rejected: list[str] = []
+        # A child still open here lost its trial (Tune ended early): never leave it RUNNING.
+        child_status = "FAILED" if status == "FINISHED" else status
+        for run_id in [*sorted(self.open_runs), self.parent_id]:
+            try:
+                self.terminate(run_id, status if run_id == self.parent_id else child_status)
+            except TrackingError as exc:  # the store refused an earlier write: send the rest
+                rejected.append(str(exc))
+        path = Path.cwd() / f"mlflow-unsent-{self.parent_id}.json"
+        while True:
+            try:
+                sent = self.outbox.flush(0 if self._gave_up else None)
+                break
+            except TrackingError as exc:
+                rejected.append(str(exc))
+            except KeyboardInterrupt:  # Ctrl-C while waiting for the store: keep what is unsent
+                if self.outbox.queue:
+                    self.outbox.say(f"unsent MLflow writes saved in {self.outbox.spill(path)}")
+                raise
+        if not sent:
+            self._gave_up = True
+            self.outbox.spill(path)
+            raise TrackingError(
+                f"--tracking-uri: the MLflow store {redact(self.uri)!r} must come back within "
+                f"{self.outbox.patience:.0f} s (${PATIENCE_ENV}) to take the sweep's last "
+                f"{len(self.outbox.queue)} writes, but it did not; they are saved in {path}: "
+                f"send them with `python -m sweeps.outbox {path}`"
+            )
+        if rejected:
+            raise TrackingError(f"{rejected[0]} ({len(rejected)} writes refused in all)")
 
     # -- nested runs --------------------------------------------------------------------------
     def start_child(
         self, name: str, role: str, tags: Mapping[str, str], params: Mapping[str, Any]
     ) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={
-                MLFLOW_PARENT_RUN_ID: self.parent_id,
-                MLFLOW_RUN_NAME: name,
-                "sweeps.role": role,
-                **tags,
-            },
+        """Create a nested run; its id is a placeholder while the store is down."""
+        key = uuid.uuid4().hex
+        placeholder = f"{PLACEHOLDER}{key}"
+        all_tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_id,
+            MLFLOW_RUN_NAME: name,
+            "sweeps.role": role,
+            **tags,
+            RUN_KEY_TAG: key,  # finds the run if a timed-out creation did reach the store
+        }
+        self.outbox.submit(
+            Write(
+                "create_run",
+                placeholder,
+                experiment_id=self.experiment_id,
+                run_name=name,
+                time_ms=now_ms(),
+                tags=all_tags,
+            )
         )
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = self.outbox.resolve(placeholder)
+        self.open_runs.add(run_id)
+        self.log_params(run_id, params)
+        return run_id
 
     def log_epoch(self, run_id: str, result: Mapping[str, Any]) -> None:
         """One ``log_batch`` per result: the per-epoch metrics at step=epoch."""
@@ -187,4 +252,66 @@ class SweepTracker:
     def end_child(self, run_id: str, status: str, summary: Mapping[str, float]) -> None:
         self.set_tags(run_id, {"sweeps.status": status})
         self.log_metrics(run_id, summary)
-        self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+        self.terminate(run_id, "FAILED" if status == "failed" else "FINISHED")
+
+    # -- resume -------------------------------------------------------------------------------
+    def find_resumable(self, storage: str | None) -> tuple[str, str]:
+        """(parent run id, Ray storage) of the newest unfinished sweep of this exact spec."""
+        exp = self.client.get_experiment_by_name(self.spec.tracking.experiment)
+        runs: list[Run] = []
+        if exp is not None:
+            runs = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string=(
+                    "tags.`sweeps.role` = 'sweep' and "
+                    f"tags.`sweeps.spec_hash` = '{self.spec.spec_hash()}' and "
+                    "attributes.status != 'FINISHED'"
+                ),
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            raise SweepsError(
+                f"--resume: an unfinished sweep of {self.spec.name!r} with this spec (hash "
+                f"{self.spec.spec_hash()}) must exist in {redact(self.uri)!r}, but there is none"
+            )
+        run = runs[0]
+        saved = run.data.tags.get("sweeps.storage")
+        where = storage or saved
+        if not where:
+            raise SweepsError(
+                f"--resume: the storage of sweep run {run.info.run_id} is unknown; pass --storage"
+            )
+        self.experiment_id = run.info.experiment_id
+        return run.info.run_id, where
+
+    def reopen(self, parent_id: str) -> None:
+        """Mark an interrupted parent run RUNNING again and count the resume."""
+        self.parent_id = parent_id
+        run = self.client.get_run(parent_id)
+        self.experiment_id = run.info.experiment_id
+        resumes = int(run.data.tags.get("sweeps.resumes", "0")) + 1
+        self.client.update_run(parent_id, status="RUNNING")
+        self.set_tags(parent_id, {"sweeps.resumes": str(resumes)})
+
+    def children(self, role: str, family: str | None = None) -> list[Run]:
+        """The parent's live (not deleted) nested runs of ``role``, oldest first."""
+        query = f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`sweeps.role` = '{role}'"
+        if family is not None:
+            query += f" and tags.`sweeps.family` = '{family}'"
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=query,
+            order_by=["attributes.start_time ASC"],
+            max_results=50_000,
+        )
+
+    def last_step(self, run_id: str, metric: str = "val_acc") -> int:
+        history = self.client.get_metric_history(run_id, metric)
+        return max((m.step for m in history), default=0)
+
+    def discard(self, run_id: str, reason: str) -> None:
+        """End a run the resumed sweep will not continue as KILLED, then delete it (restorable)."""
+        self.set_tags(run_id, {"sweeps.status": "killed", "sweeps.discarded": reason})
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)

@@ -1,0 +1,358 @@
+"""MLflow writes that outlive an unreachable tracking store: sent in order, queued while it is down.
+
+Why a queue, not retries: the Tune callbacks that log trials run in Tune's driver loop. A write that
+blocks (MLflow's default HTTP retries back off for about four minutes) stalls every trial's results;
+one that raises ends ``Tuner.fit``. So each write is tried once, with a short timeout. On a
+transient failure (no connection, a timeout, HTTP 429 or 5xx) it and every later write wait here in
+order, the sweep goes on, and the queue is sent again every few seconds, before any read through
+``SweepTracker.client`` and at the end. A run created while the store is down gets a placeholder id
+(``pending-...``) that later writes use; sending the creation maps it to the real id.
+
+Why nothing is lost or doubled: each write carries its own timestamps (taken when the sweep made it,
+not when it is sent), and each kind is safe to send again, as a timed-out request that did reach
+the store needs: MLflow drops a metric equal to one it holds, a param re-logged with the same value
+and a tag are no-ops, termination is idempotent, and a run creation that may have reached the store
+first looks for its run by the unique ``sweeps.run_key`` tag. Errors that retrying cannot fix (4xx)
+raise at once, naming the write.
+
+If the store is still down at the end, ``flush`` waits a bounded time (``$SWEEPS_MLFLOW_PATIENCE``,
+default 300 s); what is still unsent is then saved to a JSON file that
+``python -m sweeps.outbox FILE`` sends later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sweeps.errors import SweepsError, first_line
+
+PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
+DEFAULT_PATIENCE = 300.0  # seconds the end of a sweep waits for a store that is down
+RETRY_EVERY = 5.0  # seconds between tries while the store is down
+RUN_KEY_TAG = "sweeps.run_key"
+PLACEHOLDER = "pending-"
+# One try with a short timeout: MLflow's default HTTP retries back off for minutes. MLflow reads
+# these per request, so setting them around a call scopes them to that call.
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+_CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
+# Rate limiting, server errors and gateways: the store may answer differently soon. A refused or
+# dropped connection and a timeout reach us as MlflowException with INTERNAL_ERROR, i.e. 500.
+_TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+
+Kind = Literal["create_run", "log_batch", "set_terminated"]
+
+
+class TrackingError(SweepsError):
+    """The tracking store cannot be reached or used."""
+
+
+def redact(uri: str) -> str:
+    """The URI with any ``user:password@`` replaced, for console output and params."""
+    return _CREDENTIALS.sub("***@", uri)
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in QUICK_HTTP}
+    os.environ.update(QUICK_HTTP)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def transient(exc: Exception) -> bool:
+    """Whether sending the same write later may succeed."""
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() in _TRANSIENT_HTTP
+    return isinstance(exc, OSError)  # requests' and urllib3's errors are OSErrors
+
+
+def patience_from_env() -> float:
+    text = os.environ.get(PATIENCE_ENV, "").strip()
+    if not text:
+        return DEFAULT_PATIENCE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise TrackingError(f"{PATIENCE_ENV}: must be seconds >= 0, but got {text!r}")
+    return value
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Write:
+    """One MLflow write, as data: it can wait in the queue, be sent again and be saved as JSON."""
+
+    kind: Kind
+    run_id: str  # a real run id, or a placeholder for a run created while the store was down
+    experiment_id: str = ""  # create_run
+    run_name: str = ""  # create_run
+    time_ms: int = 0  # create_run: start time; set_terminated: end time
+    status: str = ""  # set_terminated
+    tags: dict[str, str] = field(default_factory=dict)  # create_run, log_batch
+    params: list[tuple[str, str]] = field(default_factory=list)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # key, value, ms, step
+    attempts: int = 0
+
+    def describe(self) -> str:
+        what = {
+            "create_run": f"creating run {self.run_name!r}",
+            "log_batch": (
+                f"log_batch ({len(self.metrics)} metrics, {len(self.params)} params, "
+                f"{len(self.tags)} tags)"
+            ),
+            "set_terminated": f"ending as {self.status}",
+        }[self.kind]
+        return f"{what} of run {self.run_id}"
+
+
+class Outbox:
+    """The in-order queue of MLflow writes of one driver; see the module docstring."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        uri: str,
+        patience: float | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client, self.uri = client, uri
+        self.patience = patience_from_env() if patience is None else patience
+        self.say = say or _stderr
+        self.queue: deque[Write] = deque()
+        self.ids: dict[str, str] = {}  # placeholder -> real run id
+        self.down_since: float | None = None  # monotonic time of the first failure of an outage
+        self.sent_while_down = 0
+        self._next_try = 0.0
+        self._lock = threading.RLock()
+
+    # Ray pickles the run config (callbacks included) for Tuner.restore: no client, lock or printer.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "_lock", "say")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self._lock = threading.RLock()
+        self.say = _stderr
+        self.down_since, self._next_try = None, 0.0  # monotonic times mean nothing elsewhere
+
+    def resolve(self, run_id: str) -> str:
+        """The real id of ``run_id`` (itself unless it is a placeholder already created)."""
+        return self.ids.get(run_id, run_id)
+
+    def submit(self, write: Write) -> None:
+        """Send ``write`` now, after everything queued, or queue it if the store is down."""
+        with self._lock:
+            self.queue.append(write)
+            self.drain()
+
+    def drain(self, force: bool = False) -> bool:
+        """Send queued writes in order until one fails; True when none is left.
+
+        While the store is down, tries at most every ``RETRY_EVERY`` seconds unless ``force``.
+        A write the store refuses for good is dropped from the queue and raised as TrackingError.
+        """
+        with self._lock:
+            if not self.queue:
+                return True
+            if self.down_since is not None and not force and time.monotonic() < self._next_try:
+                return False
+            while self.queue:
+                write = self.queue[0]
+                t0 = time.monotonic()
+                try:
+                    with quick_http():
+                        self._send(write)
+                except Exception as exc:  # MLflow raises many types; `transient` sorts them
+                    write.attempts += 1
+                    if not transient(exc):
+                        self.queue.popleft()
+                        raise TrackingError(
+                            f"--tracking-uri: the MLflow store {redact(self.uri)!r} must accept "
+                            f"{write.describe()}, but {first_line(exc)}"
+                        ) from None
+                    # A hung store costs a timeout per try: try less often than that.
+                    took = time.monotonic() - t0
+                    self._next_try = time.monotonic() + max(RETRY_EVERY, 3 * took)
+                    if self.down_since is None:
+                        self.down_since = t0
+                        self.sent_while_down = 0
+                        self.say(
+                            f"warning: the MLflow store {redact(self.uri)!r} is unreachable "
+                            f"({first_line(exc, 160)}); its writes wait in order and are retried "
+                            f"every {RETRY_EVERY:g} s while the sweep goes on"
+                        )
+                    return False
+                self.queue.popleft()
+                self.sent_while_down += 1
+            if self.down_since is not None:
+                self.say(
+                    f"the MLflow store {redact(self.uri)!r} is back after "
+                    f"{time.monotonic() - self.down_since:.0f} s: sent {self.sent_while_down} "
+                    "queued writes"
+                )
+                self.down_since = None
+            return True
+
+    def flush(self, patience: float | None = None) -> bool:
+        """Send everything queued, waiting up to ``patience`` s for the store; True when sent."""
+        if self.drain(force=True):
+            return True
+        patience = self.patience if patience is None else patience
+        if patience > 0:
+            self.say(
+                f"warning: the MLflow store {redact(self.uri)!r} is unreachable; waiting up to "
+                f"{patience:.0f} s (${PATIENCE_ENV}) to send {len(self.queue)} queued writes"
+            )
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            if self.drain(force=True):
+                return True
+        return False
+
+    def _send(self, w: Write) -> None:
+        c = self.client
+        if w.kind == "create_run":
+            real = self._created(w) if w.attempts else None
+            if real is None:
+                run = c.create_run(
+                    w.experiment_id, start_time=w.time_ms, tags=w.tags, run_name=w.run_name
+                )
+                real = run.info.run_id
+            if real != w.run_id:
+                self.ids[w.run_id] = real
+        elif w.kind == "log_batch":
+            c.log_batch(
+                self.resolve(w.run_id),
+                metrics=[Metric(k, float(v), int(ts), int(s)) for k, v, ts, s in w.metrics],
+                params=[Param(k, v) for k, v in w.params],
+                tags=[RunTag(k, v) for k, v in w.tags.items()],
+            )
+        else:
+            c.set_terminated(self.resolve(w.run_id), status=w.status, end_time=w.time_ms)
+
+    def _created(self, w: Write) -> str | None:
+        """The run an earlier, possibly delivered, try of ``w`` created, if any."""
+        key = w.tags.get(RUN_KEY_TAG)
+        if not key:
+            return None
+        runs = self.client.search_runs(
+            [w.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    # -- what is left when the store never came back ----------------------------------------------
+    def spill(self, path: Path) -> Path:
+        """Save the unsent writes and the placeholder map as JSON (``python -m sweeps.outbox``)."""
+        with self._lock:
+            doc = {
+                "tracking_uri": redact(self.uri),
+                "ids": self.ids,
+                "writes": [asdict(w) for w in self.queue],
+            }
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+
+def read_spill(path: Path) -> tuple[str, dict[str, str], list[Write]]:
+    """(saved URI, placeholder map, writes) of a file ``Outbox.spill`` wrote."""
+    doc = json.loads(path.read_text())
+    writes = []
+    for raw in doc["writes"]:
+        w = Write(**{k: v for k, v in raw.items() if k not in ("params", "metrics")})
+        w.params = [(str(k), str(v)) for k, v in raw.get("params", [])]
+        w.metrics = [(str(k), float(v), int(t), int(s)) for k, v, t, s in raw.get("metrics", [])]
+        w.attempts = max(1, w.attempts)  # it may have reached the store before: look first
+        writes.append(w)
+    return str(doc["tracking_uri"]), {str(k): str(v) for k, v in doc["ids"].items()}, writes
+
+
+def replay(path: Path, uri: str | None, patience: float = 60.0) -> int:
+    """Send a spilled file's writes to ``uri`` (else the file's own URI); returns how many."""
+    saved, ids, writes = read_spill(path)
+    target = uri or saved
+    if "***@" in target:
+        raise TrackingError(
+            f"--tracking-uri: must be given for {path}, whose saved URI {target!r} has its "
+            "credentials redacted"
+        )
+    try:
+        client = MlflowClient(tracking_uri=target)
+    except Exception as exc:  # an unsupported scheme raises here, before any request
+        raise TrackingError(
+            f"--tracking-uri: {redact(target)!r} must be a URI MLflow supports, but "
+            f"{first_line(exc)}"
+        ) from None
+    box = Outbox(client, target, patience)
+    box.ids.update(ids)
+    box.queue.extend(writes)
+    if not box.flush():
+        raise TrackingError(
+            f"--tracking-uri: the MLflow store {redact(target)!r} must be reachable to take the "
+            f"{len(box.queue)} writes left of {len(writes)} in {path}, but it was not within "
+            f"{patience:.0f} s"
+        )
+    return len(writes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeps.outbox",
+        description="Send the MLflow writes a sweep saved when its store did not come back.",
+    )
+    p.add_argument("file", type=Path, help="the mlflow-unsent-*.json file the sweep named")
+    p.add_argument("--tracking-uri", help="the store (default: the one saved in the file)")
+    p.add_argument("--patience", type=float, default=60.0, help="seconds to wait for the store")
+    args = p.parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration INFO lines
+    try:
+        n = replay(args.file, args.tracking_uri, args.patience)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, not JSON, not ours
+        print(
+            f"error: FILE {str(args.file)!r}: must be an mlflow-unsent-*.json file a sweep saved, "
+            f"but {first_line(exc)}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"sent {n} writes from {args.file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The MLflow store goes away mid-sweep: writes wait in order, none is lost, no run stays RUNNING.
+
+The fast tests drive ``SweepTracker`` against a real sqlite store through a client that can be
+switched "down"; the slow one stops a real ``mlflow server`` while a sweep's trials run, keeps it
+down, and starts it again on the same port and store.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import secrets
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+
+from sweeps import outbox
+from sweeps.outbox import RUN_KEY_TAG, Outbox, TrackingError
+from sweeps.spec import load_spec
+from sweeps.tracking import SweepTracker
+from tests.sweeps.test_cluster import (
+    BIN,
+    Server,
+    base_env,
+    cli,
+    end_session,
+    free_ports,
+    sets,
+    tail,
+    wait_for,
+)
+
+DOWN = "API request to http://127.0.0.1:1/api/2.0/mlflow/runs/log-batch failed with exception "
+DOWN += "HTTPConnectionPool: Max retries exceeded (Connection refused)"
+
+
+class FlakyClient:
+    """The real client, except that every call fails as a refused connection while ``down``."""
+
+    def __init__(self, real: MlflowClient) -> None:
+        self.real, self.down, self.calls = real, False, 0
+        self.refuse: Callable[[str], Exception | None] | None = None  # instead of the call
+        self.fail_after: Callable[[str], Exception | None] | None = None  # after the call
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.real, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.down:
+                raise MlflowException(DOWN)
+            refused = self.refuse(name) if self.refuse else None
+            if refused is not None:
+                raise refused
+            out = attr(*args, **kwargs)
+            err = self.fail_after(name) if self.fail_after else None
+            if err is not None:  # the store did it, but the answer never arrived
+                raise err
+            return out
+
+        return call
+
+
+@pytest.fixture()
+def tracker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SweepTracker:
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("digits_lr", ["search.families=[fixed]"])
+    t = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec, patience=1.0)
+    t.start()
+    t.outbox.say = lambda line: None
+    t.outbox.client = FlakyClient(t.outbox.client)  # type: ignore[assignment]
+    return t
+
+
+def flaky(t: SweepTracker) -> FlakyClient:
+    client = t.outbox.client
+    assert isinstance(client, FlakyClient)
+    return client
+
+
+def epoch(n: int) -> dict[str, Any]:
+    return {"epoch": n, "train_loss": 1.0 / n, "val_loss": 1.1 / n, "val_acc": 0.5 + n / 100,
+            "lr": 0.01, "epoch_seconds": 0.1}  # fmt: skip
+
+
+def real_client(t: SweepTracker) -> MlflowClient:
+    return MlflowClient(t.uri)
+
+
+def test_writes_wait_in_order_while_the_store_is_down_and_get_real_ids(
+    tracker: SweepTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "RETRY_EVERY", 2.0)
+    fc = flaky(tracker)
+    live = tracker.start_child("fixed-001", "trial", {"sweeps.family": "fixed"}, {"base_lr": 0.1})
+    assert not live.startswith(outbox.PLACEHOLDER)
+    tracker.log_epoch(live, epoch(1))
+
+    fc.down = True
+    t0 = time.monotonic()
+    tracker.log_epoch(live, epoch(2))
+    before = int(time.time() * 1000)
+    pending = tracker.start_child("fixed-002", "trial", {"sweeps.family": "fixed"}, {"x": 1})
+    for n in (1, 2, 3):
+        tracker.log_epoch(pending, epoch(n))
+    tracker.end_child(pending, "completed", {"epochs_used": 3, "final_val_acc": 0.53})
+    ended = time.time() * 1000
+    tracker.log_epoch(live, epoch(3))
+    # Nothing blocked and nothing raised; one try while down, then none until RETRY_EVERY.
+    assert time.monotonic() - t0 < 2.0
+    assert pending.startswith(outbox.PLACEHOLDER) and tracker.resolve(pending) == pending
+    assert len(tracker.outbox.queue) == 10
+    tries = fc.calls
+    tracker.set_tags(live, {"x": "y"})
+    assert fc.calls == tries
+
+    time.sleep(2.1)
+    fc.down = False
+    tracker.end_child(live, "completed", {"epochs_used": 3, "final_val_acc": 0.53})
+    assert not tracker.outbox.queue and tracker.outbox.down_since is None
+    real = tracker.resolve(pending)
+    assert not real.startswith(outbox.PLACEHOLDER)
+
+    client = real_client(tracker)
+    for run_id in (live, real):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == tracker.parent_id
+        assert run.data.tags["sweeps.status"] == "completed"
+        hist = client.get_metric_history(run_id, "val_acc")
+        assert sorted(m.step for m in hist) == [1, 2, 3]
+    run = client.get_run(real)
+    assert run.data.params == {"x": "1"} and run.info.run_name == "fixed-002"
+    # The times are when the sweep made the writes, not when the store got them.
+    assert before <= run.info.start_time <= before + 1000
+    assert run.info.end_time is not None and before <= run.info.end_time <= ended
+
+
+def test_a_creation_that_reached_the_store_is_not_made_twice(tracker: SweepTracker) -> None:
+    fc = flaky(tracker)
+    lost = {"create_run"}
+    fc.fail_after = lambda name: MlflowException(DOWN) if name in lost and lost.pop() else None
+    run_id = tracker.start_child("fixed-001", "trial", {}, {"a": 1})
+    assert run_id.startswith(outbox.PLACEHOLDER)
+    tracker.outbox.flush()
+    client = real_client(tracker)
+    runs = client.search_runs([tracker.experiment_id], "tags.`sweeps.role` = 'trial'")
+    assert len(runs) == 1 and runs[0].info.run_id == tracker.resolve(run_id)
+    assert runs[0].data.tags[RUN_KEY_TAG] == run_id.removeprefix(outbox.PLACEHOLDER)
+    assert runs[0].data.params == {"a": "1"}
+
+
+def test_a_write_the_store_refuses_raises_at_once_and_is_not_retried(
+    tracker: SweepTracker,
+) -> None:
+    run_id = tracker.start_child("fixed-001", "trial", {}, {})
+    fc = flaky(tracker)
+    bad = RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "no such thing"})
+    fc.refuse = lambda name: bad if name == "log_batch" else None
+    with pytest.raises(TrackingError) as exc:
+        tracker.log_epoch(run_id, epoch(1))
+    assert str(exc.value).startswith("--tracking-uri: the MLflow store ")
+    assert "must accept log_batch (5 metrics, 0 params, 0 tags) of run " in str(exc.value)
+    assert "INVALID_PARAMETER_VALUE: no such thing" in str(exc.value)
+    assert not tracker.outbox.queue  # dropped, not retried forever
+    fc.refuse = None
+    tracker.log_epoch(run_id, epoch(2))
+    assert [m.step for m in real_client(tracker).get_metric_history(run_id, "val_acc")] == [2]
+
+
+def test_finish_ends_open_runs_and_saves_what_a_dead_store_never_took(
+    tracker: SweepTracker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fc = flaky(tracker)
+    done = tracker.start_child("fixed-001", "trial", {}, {})
+    tracker.log_epoch(done, epoch(1))
+    fc.down = True
+    cut = tracker.start_child("fixed-002", "trial", {}, {})  # its trial never ends
+    tracker.log_epoch(cut, epoch(1))
+    tracker.log_metrics(tracker.parent_id, {"wall_seconds": 3.0})
+    tracker.outbox.say = outbox._stderr
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError) as exc:
+        tracker.finish("FINISHED")
+    assert time.monotonic() - t0 < 10  # the patience (1 s here), not MLflow's minutes
+    path = tmp_path / f"mlflow-unsent-{tracker.parent_id}.json"
+    assert str(exc.value) == (
+        f"--tracking-uri: the MLflow store {tracker.uri!r} must come back within 1 s "
+        f"($SWEEPS_MLFLOW_PATIENCE) to take the sweep's last 6 writes, but it did not; they "
+        f"are saved in {path}: send them with `python -m sweeps.outbox {path}`"
+    )
+    err = capsys.readouterr().err
+    assert "warning: the MLflow store" in err and "waiting up to 1 s" in err
+    kinds = [w["kind"] for w in json.loads(path.read_text())["writes"]]
+    assert kinds[0] == "create_run" and kinds[-2:] == ["set_terminated", "set_terminated"]
+
+    assert outbox.main([str(path)]) == 0  # the store is back (here: the file is readable)
+    client = real_client(tracker)
+    assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+    assert client.get_run(tracker.parent_id).data.metrics["wall_seconds"] == 3.0
+    runs = client.search_runs([tracker.experiment_id], "tags.`sweeps.role` = 'trial'")
+    status = {r.info.run_name: r.info.status for r in runs}
+    # The trial whose end never came is FAILED, not left RUNNING; the ended one too.
+    assert status == {"fixed-001": "FAILED", "fixed-002": "FAILED"}
+    assert all(len(client.get_metric_history(r.info.run_id, "val_acc")) == 1 for r in runs)
+    assert outbox.main([str(path)]) == 0  # sending the file twice changes nothing
+    assert len(client.search_runs([tracker.experiment_id], "tags.`sweeps.role` = 'trial'")) == 2
+
+
+def test_an_outbox_with_queued_writes_survives_pickling(tracker: SweepTracker) -> None:
+    flaky(tracker).down = True
+    run_id = tracker.start_child("fixed-001", "trial", {}, {"a": 1})
+    tracker.log_epoch(run_id, epoch(1))
+    copy = pickle.loads(pickle.dumps(tracker.outbox))  # Ray pickles callbacks for restore
+    assert isinstance(copy, Outbox) and len(copy.queue) == 3
+    assert copy.flush()
+    run = real_client(tracker).get_run(copy.resolve(run_id))
+    assert run.data.params == {"a": "1"} and run.data.metrics["val_acc"] == epoch(1)["val_acc"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_the_patience_must_be_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(outbox.PATIENCE_ENV, value)
+    with pytest.raises(
+        TrackingError, match=rf"^SWEEPS_MLFLOW_PATIENCE: must be seconds >= 0, but got '{value}'$"
+    ):
+        SweepTracker(f"sqlite:///{tmp_path / 'm.db'}", load_spec("digits_lr"))
+
+
+def test_replaying_a_file_that_is_not_one_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"writes": 3}')
+    for path in (bad, tmp_path / "missing.json"):
+        assert outbox.main([str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"error: FILE {str(path)!r}: must be an mlflow-unsent-*.json file a sweep saved, but "
+        ), lines
+
+
+# -- the real thing -------------------------------------------------------------------------------
+FAMILIES = ("fixed", "triangular")
+TRIALS = 2
+EPOCHS = 8
+# Small batches make each epoch about 0.4 s, so trials are still running when the store goes down.
+OUTAGE = [
+    f"search.families=[{','.join(FAMILIES)}]", f"search.trials_per_family={TRIALS}",
+    f"train.epochs={EPOCHS}", "train.batch_size=4", "search.base_lr.high=0.01",
+    "search.max_lr.high=0.05", "early_stopping.name=none", "reeval.seeds=1",
+]  # fmt: skip
+DOWN_SECONDS = 6.0
+
+
+class MlflowServer:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        (self.port,) = free_ports(1)
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.workdir, self.env = workdir, env
+        self.starts = 0
+        self.server: Server | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        self.server = Server(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{self.workdir / 'mlflow.db'}", "--artifacts-destination",
+             str(self.workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"],
+            self.workdir / f"mlflow-server-{self.starts}.log", self.env, self.workdir,
+        )  # fmt: skip
+        server = self.server
+
+        def healthy() -> bool | None:
+            if not server.running():
+                pytest.fail(f"mlflow server exited ({server.popen.returncode})\n{tail(server.log)}")
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as r:
+                return True if r.status == 200 else None
+
+        wait_for("the MLflow server's /health", healthy, 120, [server.log])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            assert not self.server.stop(), "the MLflow server left processes running"
+
+
+@pytest.mark.slow
+def test_mlflow_server_stopped_and_restarted_mid_sweep_loses_nothing(tmp_path: Path) -> None:
+    env = {**base_env(secrets.token_hex(32)), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = MlflowServer(tmp_path, env)
+    server.start()
+    log_out, log_err = tmp_path / "sweep.out", tmp_path / "sweep.err"
+    args = cli("sweeps.run", "digits_lr", "--tracking-uri", server.uri, "--storage",
+               str(tmp_path / "results"), "--max-concurrent", "2", *sets(OUTAGE))  # fmt: skip
+    t0 = time.monotonic()
+    with log_out.open("w") as out, log_err.open("w") as err:
+        sweep = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=out, stderr=err,
+                                 start_new_session=True)  # fmt: skip
+    try:
+        client = MlflowClient(server.uri)
+
+        def a_trial_reported() -> bool | None:
+            assert sweep.poll() is None, tail(log_err)
+            exp = client.get_experiment_by_name("digits_lr")
+            if exp is None:
+                return None
+            runs = client.search_runs([exp.experiment_id], "tags.`sweeps.role` = 'trial'")
+            return True if any("val_acc" in r.data.metrics for r in runs) else None
+
+        wait_for("a trial run with a result", a_trial_reported, 240, [log_err])
+        down_at = time.time() * 1000
+        server.stop()
+        time.sleep(DOWN_SECONDS)
+        assert sweep.poll() is None, "the sweep ended while the store was down\n" + tail(log_err)
+        server.start()
+        up_at = time.time() * 1000
+        rc = sweep.wait(timeout=300)
+    finally:
+        end_session(sweep.pid)  # the local Ray instance the sweep started
+        if sweep.poll() is None:
+            sweep.kill()
+    seconds = time.monotonic() - t0
+    stderr, stdout = log_err.read_text(), log_out.read_text()
+    try:
+        assert rc == 0, stderr[-4000:]
+        assert "is unreachable" in stderr and "is back after" in stderr, stderr[-4000:]
+        assert "best trial per family" in stdout and "verdict: " in stdout
+
+        exp = client.get_experiment_by_name("digits_lr")
+        assert exp is not None
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        assert not [r.info.run_name for r in runs if r.info.status != "FINISHED"]
+        (parent,) = [r for r in runs if r.data.tags.get("sweeps.role") == "sweep"]
+        trials = [r for r in runs if r.data.tags.get("sweeps.role") == "trial"]
+        reevals = [r for r in runs if r.data.tags.get("sweeps.role") == "reeval"]
+        assert sorted(r.info.run_name for r in trials) == sorted(
+            f"{f}-{i:03d}" for f in FAMILIES for i in range(1, TRIALS + 1)
+        )
+        assert len(reevals) == len(FAMILIES) and all("test_acc" in r.data.metrics for r in reevals)
+        assert parent.data.metrics["trials/completed"] == len(FAMILIES) * TRIALS
+
+        in_outage = 0
+        for r in trials:
+            assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            assert r.data.tags["sweeps.status"] == "completed", r.data.tags
+            used = int(r.data.metrics["epochs_used"])
+            assert used == EPOCHS
+            for key in ("val_acc", "train_loss", "val_loss", "lr", "epoch_seconds"):
+                hist = client.get_metric_history(r.info.run_id, key)
+                assert sorted(m.step for m in hist) == list(range(1, used + 1)), (key, r.info)
+                in_outage += sum(down_at < m.timestamp < up_at for m in hist if key == "val_acc")
+        # The outage did hit running trials: epochs they reported meanwhile are all there.
+        assert in_outage > 0, (down_at, up_at)
+
+        report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+        assert {"report/report.md", "report/report.html", "report/lr_curves.png"} <= report
+        assert not list(tmp_path.glob("mlflow-unsent-*.json"))
+        print(f"sweep {seconds:.0f} s; {in_outage} epochs reported while the store was down")
+    finally:
+        server.stop()

@@ -1,0 +1,183 @@
+"""A Ray node dies mid-trial: its trial continues on the head from its last checkpoint.
+
+Two `ray start` nodes of one CPU each (helpers from ``test_cluster.py``), one trial on each. Once
+the second node's trial has saved two checkpoints, every process of that node is SIGKILLed at once,
+as a crashed machine would vanish. Tune retries the trial (``failure.max_retries``) on the head,
+from the checkpoint in the shared storage, and the sweep ends with both trials complete in MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.sweeps.test_cluster import (
+    RayCluster,
+    cli,
+    end_session,
+    session_members,
+    sets,
+    tail,
+    trial_runs,
+    wait_for,
+)
+
+EPOCHS = 20
+CHECKPOINT_EVERY = 2
+# Small batches: about 0.4-1 s an epoch, so the second node's trial is mid-flight when it dies.
+NODE_LOSS = [
+    "search.families=[fixed]", "search.trials_per_family=2", "search.base_lr.high=0.01",
+    f"train.epochs={EPOCHS}", "train.batch_size=4", f"train.checkpoint_every={CHECKPOINT_EVERY}",
+    "early_stopping.name=none", "failure.max_retries=2", "reeval.seeds=1",
+]  # fmt: skip
+# The GCS declares a node whose raylet stopped answering dead after period x threshold (by default
+# 3 s x 5 after a 5 s delay); quicker here, with a timeout that tolerates a busy machine.
+FAST_NODE_DEATH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "5000",
+    "RAY_health_check_failure_threshold": "5",
+}
+
+
+@pytest.fixture()
+def ray_cluster(tmp_path: Path) -> Any:
+    cluster = RayCluster(tmp_path)
+    cluster.env.update(FAST_NODE_DEATH)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def results(storage: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
+    """Per trial id: its folder and Tune's result rows, as far as they are written yet."""
+    out: dict[str, tuple[Path, list[dict[str, Any]]]] = {}
+    for f in storage.rglob("result.json"):
+        for line in f.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line being written
+                row = json.loads(line)
+                out.setdefault(row["trial_id"], (f.parent, []))[1].append(row)
+    return out
+
+
+def checkpoint_epoch(trial_dir: Path) -> int:
+    """The epoch of the trial's newest checkpoint in the shared storage (0: none yet)."""
+    best = 0
+    for m in trial_dir.glob("checkpoint_*/metrics.json"):
+        with contextlib.suppress(json.JSONDecodeError, OSError, KeyError):
+            best = max(best, int(json.loads(m.read_text())["epoch"]))
+    return best
+
+
+def crash(pids: list[int]) -> None:
+    """SIGKILL: no process of the node gets to say goodbye."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoint(
+    tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    ray_cluster.start_head(num_cpus=1)
+    ray_cluster.add_node(num_cpus=1)  # one CPU each: the two trials run one per node
+    head = next(n["node_id"] for n in ray_cluster.nodes() if n["is_head_node"])
+    (second,) = [n["node_id"] for n in ray_cluster.nodes() if not n["is_head_node"]]
+    node = ray_cluster.servers[1]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray_results"  # one machine: a local path is shared storage
+    log = tmp_path / "sweep.err"
+    args = cli("sweeps.run", "digits_lr", "--address", ray_cluster.gcs, "--tracking-uri", uri,
+               "--storage", str(storage), "--max-concurrent", "2", *sets(NODE_LOSS))  # fmt: skip
+    t0 = time.monotonic()
+    with log.open("w") as err, (tmp_path / "sweep.out").open("w") as out:
+        sweep = subprocess.Popen(args, env=ray_cluster.env, cwd=tmp_path, stdout=out, stderr=err,
+                                 start_new_session=True)  # fmt: skip
+    logs = [log, *ray_cluster.logs()]
+    try:
+
+        def on_second_node_with_checkpoint() -> tuple[str, int, int] | None:
+            """(trial id, worker pid, checkpointed epoch) of the second node's running trial."""
+            assert sweep.poll() is None, tail(log)
+            pids = {
+                int(a["pid"])
+                for a in ray_cluster.actors("ImplicitFunc")
+                if a["node_id"] == second and a["state"] == "ALIVE"
+            }
+            for trial_id, (folder, rows) in results(storage).items():
+                if rows[-1]["pid"] in pids and rows[-1]["epoch"] < EPOCHS - 4:
+                    saved = checkpoint_epoch(folder)
+                    if saved >= 2 * CHECKPOINT_EVERY:  # plainly not a restart from scratch
+                        return trial_id, int(rows[-1]["pid"]), saved
+            return None
+
+        victim, victim_pid, saved = wait_for(
+            "a trial with a checkpoint on the second node", on_second_node_with_checkpoint, 240,
+            logs,
+        )  # fmt: skip
+        members = session_members(node.popen.pid)
+        assert victim_pid in members  # the trial's worker belongs to the node we kill
+        crash(members)
+        killed_at = time.time()
+        reported = max(r["epoch"] for r in results(storage)[victim][1] if r["pid"] == victim_pid)
+        wait_for(
+            "Ray to declare the second node dead",
+            lambda: True if second not in {n["node_id"] for n in ray_cluster.nodes()} else None,
+            120,
+            logs,
+        )
+        rc = sweep.wait(timeout=420)
+    finally:
+        end_session(sweep.pid)
+        if sweep.poll() is None:
+            sweep.kill()
+    seconds = time.monotonic() - t0
+    assert rc == 0, tail(log, 4000)
+
+    # Ray's own record: the victim's rows come from two workers; the second started after the
+    # kill, on the head, at the epoch after a checkpoint, not at epoch 1.
+    rows = results(storage)[victim][1]
+    before = [r for r in rows if r["pid"] == victim_pid]
+    after = [r for r in rows if r["pid"] != victim_pid]
+    assert before and after, rows
+    first = after[0]
+    node_of = {int(a["pid"]): a["node_id"] for a in ray_cluster.actors("ImplicitFunc")}
+    assert node_of.get(int(first["pid"])) == head
+    assert first["timestamp"] >= killed_at - 1
+    assert first["iterations_since_restore"] == 1  # a restored trial, not a fresh one
+    resumed_from = first["epoch"] - 1
+    assert resumed_from >= saved >= 2 * CHECKPOINT_EVERY  # the checkpoint seen before the kill
+    assert resumed_from % CHECKPOINT_EVERY == 0 and resumed_from <= reported
+    assert [r["epoch"] for r in after] == list(range(resumed_from + 1, EPOCHS + 1))
+    assert {r["epoch"] for r in rows} == set(range(1, EPOCHS + 1))
+
+    # MLflow: both trials accounted for once, complete, with every epoch once; none RUNNING.
+    parent, trials = trial_runs(uri, "digits_lr")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials/completed"] == 2
+    assert parent.data.metrics["trials/failed"] == 0
+    assert sorted(r.info.run_name for r in trials) == ["fixed-001", "fixed-002"]
+    client = MlflowClient(uri)
+    for r in trials:
+        assert r.info.status == "FINISHED" and r.data.tags["sweeps.status"] == "completed"
+        assert int(r.data.metrics["epochs_used"]) == EPOCHS
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), (r.data.tags["sweeps.trial_id"], steps)
+    (victim_run,) = [r for r in trials if r.data.tags["sweeps.trial_id"] == victim]
+    print(
+        f"sweep {seconds:.0f} s; trial {victim} ({victim_run.info.run_name}) killed on the second "
+        f"node after epoch {reported}, resumed on the head from the checkpoint of epoch "
+        f"{resumed_from}"
+    )
