@@ -124,7 +124,7 @@ def _compile_grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
         # Traced on fake tensors with a static ShapeEnv: Inductor's on-disk graph cache needs
-        # one, and then serves every later process (a warm compile: ~3 s less per Ray worker).
+        # one, and then serves every later process (a warm compile: ~2 s less per Ray worker).
         mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
         fake: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in example]
         with mode:
