@@ -155,11 +155,15 @@ class Outbox:
         self.down_since: float | None = None  # monotonic time of the first failure of an outage
         self.sent_while_down = 0
         self._next_try = 0.0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one sender at a time
+        self._sender: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._failed: TrackingError | None = None  # a refusal the sender thread met
 
     # Ray pickles the run config (callbacks included) for Tuner.restore: no client, lock or printer.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("client", "_lock", "say")}
+        live = ("client", "_lock", "say", "_sender", "_wake", "_failed")
+        return {k: v for k, v in self.__dict__.items() if k not in live}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -167,13 +171,51 @@ class Outbox:
         self._lock = threading.RLock()
         self.say = _stderr
         self.down_since, self._next_try = None, 0.0  # monotonic times mean nothing elsewhere
+        self._sender, self._wake, self._failed = None, threading.Event(), None
+
+    # -- sending from a thread ----------------------------------------------------------------
+    def start_sender(self) -> None:
+        """From now on a thread sends the queue and ``submit`` only appends to it: a result's
+        writes (~16 ms on sqlite) no longer hold up Tune's driver loop, and with it the trial
+        that reported. Order, placeholders and the patience work as before."""
+        if self._sender is None:
+            self._sender = threading.Thread(
+                target=self._send_loop, name="mlflow-outbox", daemon=True
+            )
+            self._sender.start()
+
+    def stop_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._wake.set()
+            sender.join()
+
+    def _send_loop(self) -> None:
+        while self._sender is threading.current_thread():
+            self._wake.wait(RETRY_EVERY)
+            self._wake.clear()
+            try:
+                self.drain()
+            except TrackingError as exc:  # raised to the sweep by its next write or flush
+                self._failed = exc
+
+    def _raise_failure(self) -> None:
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
 
     def resolve(self, run_id: str) -> str:
         """The real id of ``run_id`` (itself unless it is a placeholder already created)."""
         return self.ids.get(run_id, run_id)
 
     def submit(self, write: Write) -> None:
-        """Send ``write`` now, after everything queued, or queue it if the store is down."""
+        """Send ``write`` now, after everything queued, or queue it if the store is down (with a
+        sender thread: queue it, and the thread sends it)."""
+        self._raise_failure()
+        if self._sender is not None:
+            self.queue.append(write)  # deque appends are atomic; the sender pops from the left
+            self._wake.set()
+            return
         with self._lock:
             self.queue.append(write)
             self.drain()
@@ -228,6 +270,7 @@ class Outbox:
 
     def flush(self, patience: float | None = None) -> bool:
         """Send everything queued, waiting up to ``patience`` s for the store; True when sent."""
+        self._raise_failure()
         if self.drain(force=True):
             return True
         patience = self.patience if patience is None else patience

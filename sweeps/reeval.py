@@ -78,6 +78,7 @@ def reevaluate(
     outcomes: dict[str, FamilyOutcome],
     tracker: SweepTracker,
     progress: TaskProgress,
+    resume: bool = False,
 ) -> list[ReevalRun]:
     """Run the plan as Ray tasks and log each as a nested MLflow run (``sweeps.role=reeval``)."""
     remote = ray.remote(_retrain).options(
@@ -90,7 +91,7 @@ def reevaluate(
             int(r.data.tags["sweeps.rank"]),
             int(r.data.tags["sweeps.seed"]),
         )
-        for r in tracker.children("reeval")
+        for r in (tracker.children("reeval") if resume else [])
         if r.info.status == "FINISHED"
     }
     jobs = [

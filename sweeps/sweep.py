@@ -139,6 +139,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         parent = resumed
     else:
         parent = tracker.start({"sweeps.storage": storage})
+    tracker.outbox.start_sender()  # trials' results no longer wait for MLflow's writes
     result = SweepResult(parent, uri, storage)
     experiment = f"{spec.name}-{parent[:8]}"
     status = "FAILED"
@@ -173,7 +174,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         log_summary(tracker, result, facts, time.monotonic() - t0)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
-            result.reevals = reevaluate(spec, result.outcomes, tracker, bar)
+            result.reevals = reevaluate(spec, result.outcomes, tracker, bar, bool(resumed))
         console.print("building the report from MLflow ...", highlight=False)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0

@@ -180,6 +180,7 @@ class SweepTracker:
         go to ``mlflow-unsent-<run>.json`` in the working directory and TrackingError says how
         to send them (``python -m sweeps.outbox``).
         """
+        self.outbox.stop_sender()
         if not self.parent_id:
             return
         rejected: list[str] = []

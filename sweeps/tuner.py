@@ -17,10 +17,14 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Ray saves the experiment state (what --resume restores) at most this often; its "auto" waits
 # 10 s or more, and a trial that started since then restarts from scratch on resume.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+# Ray's automatic CSV and TensorBoard loggers write files on every result while the trial waits;
+# MLflow is our log, so only the JSON one (result.json, Ray's own record) is kept, explicitly.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 from ray import tune
 from ray.tune import ResultGrid
 from ray.tune.experiment import Trial
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -383,7 +387,7 @@ def run_family(
             run_config=tune.RunConfig(
                 name=family,
                 storage_path=path.rsplit("/", 1)[0],
-                callbacks=[TrialLogger(key)],
+                callbacks=[TrialLogger(key), JsonLoggerCallback()],
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
