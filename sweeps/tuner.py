@@ -112,7 +112,6 @@ class FamilyOutcome:
     study: optuna.Study | None = None
     # (final val_acc, status, sampled config, MLflow run id) of every trial that reported
     trials: list[tuple[float, str, dict[str, Any], str]] = field(default_factory=list)
-    resumed: int = 0  # trials carried over from an interrupted run
 
     def add(
         self,
@@ -151,7 +150,7 @@ class FamilyRuns:
     runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # trial_id -> (name, run id)
     logged: dict[str, int] = field(default_factory=dict)  # run id -> last epoch in MLflow
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> last result
-    ended: set[str] = field(default_factory=set)  # trial ids whose run this driver ended
+    ended: set[str] = field(default_factory=set)  # trial ids whose run is ended (now or before)
 
     def adopt(self) -> None:
         """Resume: take over this family's trial runs from MLflow, as the crashed driver left
@@ -175,7 +174,6 @@ class FamilyRuns:
                 }
             config = json.loads(run.data.tags.get("sweeps.config", "{}"))
             self.outcome.add(name, run.info.run_id, status, config, last)
-            self.outcome.resumed += 1
             self.progress.trial_restored(self.family, status, last[METRIC] if last else None)
 
 
