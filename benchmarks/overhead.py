@@ -7,10 +7,15 @@ spec's re-evaluation) in a temporary directory with a temporary sqlite MLflow st
   ``train_seconds/<family>`` on the MLflow parent run) and the pure epoch compute (Σ
   ``epoch_seconds``), the parallel slots, and the overhead share
   ``1 - train_seconds / (wall x slots)`` for the search alone and for the whole sweep;
-- the wall time broken into phases, timed from outside by wrapping functions of ``sweeps`` and
-  ``ray.tune`` (nothing in ``sweeps/`` is edited): Ray start, data facts, MLflow setup, per family
-  the Tuner build, Tune's controller start, the first trial actor's start, the trials, the
-  teardown after the last trial, then the re-evaluation, the report and Ray's shutdown.
+- the wall time broken into phases that add up to it, timed from outside by wrapping functions
+  of ``sweeps`` and ``ray.tune`` (nothing in ``sweeps/`` is edited): Ray start, data facts,
+  MLflow setup, per family the Tuner build, Tune's controller start, the first trial actor's
+  start, the trials (split into epochs, the first trial's start-up on each fresh worker,
+  reporting in the worker, the results' round trips to the driver, slots idle between trials),
+  the teardown after the last trial, then the re-evaluation, the report and Ray's shutdown;
+- costs inside those phases: experiment checkpoints, driver time per result (ASHA, searcher,
+  checkpoint bookkeeping, the TrialLogger hooks), Optuna's suggest per trial, and the start-up
+  of a fresh worker's first trial.
 
 Medians over ``--repeats`` runs; each run starts and stops its own local Ray.
 
