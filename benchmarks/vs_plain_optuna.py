@@ -43,19 +43,11 @@ import optuna
 from rich.console import Console
 
 import trainables.data
-from search_spaces import define_by_run, study_seed
+from search_spaces import define_by_run
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.sweep import RunOptions, run_sweep
+from sweeps.tuner import make_sampler
 from trainables import train_loop
-
-
-def sampler(spec: SweepSpec, family: str) -> optuna.samplers.BaseSampler:
-    """The sampler ``sweeps.tuner.make_sampler`` builds for ``family``."""
-    seed = study_seed(spec.sampler.seed, family)
-    if spec.sampler.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    startup = spec.sampler.startup_trials(spec.search.trials_per_family)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def pruner(spec: SweepSpec, family: str) -> optuna.pruners.BasePruner:
@@ -102,7 +94,7 @@ def run_plain(spec: SweepSpec, family: str, n_jobs: int) -> dict[str, float]:
 
     t0 = time.monotonic()
     study = optuna.create_study(
-        direction="maximize", sampler=sampler(spec, family), pruner=pruner(spec, family)
+        direction="maximize", sampler=make_sampler(spec, family), pruner=pruner(spec, family)
     )
     study.optimize(objective, n_trials=spec.search.trials_per_family, n_jobs=n_jobs)
     wall = time.monotonic() - t0

@@ -102,6 +102,17 @@ def patience_from_env() -> float:
     return value
 
 
+def open_client(uri: str) -> MlflowClient:
+    """An MlflowClient for ``uri``; an unsupported scheme fails here, before any request."""
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # MLflow raises several types for a URI it cannot use
+        raise TrackingError(
+            f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
+            f"postgresql://, http(s)://, file:), but {first_line(exc)}"
+        ) from None
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -352,14 +363,7 @@ def replay(path: Path, uri: str | None, patience: float = 60.0) -> int:
             f"--tracking-uri: must be given for {path}, whose saved URI {target!r} has its "
             "credentials redacted"
         )
-    try:
-        client = MlflowClient(tracking_uri=target)
-    except Exception as exc:  # an unsupported scheme raises here, before any request
-        raise TrackingError(
-            f"--tracking-uri: {redact(target)!r} must be a URI MLflow supports, but "
-            f"{first_line(exc)}"
-        ) from None
-    box = Outbox(client, target, patience)
+    box = Outbox(open_client(target), target, patience)
     box.ids.update(ids)
     box.queue.extend(writes)
     if not box.flush():

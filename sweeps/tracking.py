@@ -27,6 +27,7 @@ from sweeps.outbox import (
     TrackingError,
     Write,
     now_ms,
+    open_client,
     quick_http,
     redact,
 )
@@ -86,14 +87,7 @@ class SweepTracker:
     def __init__(self, uri: str, spec: SweepSpec, patience: float | None = None) -> None:
         self.uri = uri
         self.spec = spec
-        try:
-            client = MlflowClient(tracking_uri=uri)
-        except Exception as exc:  # an unsupported scheme raises here, before any request
-            raise TrackingError(
-                f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
-                f"postgresql://, http(s)://, file:), but {first_line(exc)}"
-            ) from None
-        self.outbox = Outbox(client, uri, patience)
+        self.outbox = Outbox(open_client(uri), uri, patience)
         self.experiment_id = ""
         self.parent_id = ""
         self.open_runs: set[str] = set()  # nested runs started here and not ended yet
