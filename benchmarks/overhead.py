@@ -1,7 +1,8 @@
 """Sweep overhead (issue 7 (b)): how much of a sweep's wall time is not training.
 
 Runs ``run_sweep`` on a fixed budget (default: one family, 32 trials, 20 epochs, ASHA on, the
-spec's re-evaluation) in a temporary directory with a temporary sqlite MLflow store, and prints:
+spec's re-evaluation; ``--families`` takes several) in a temporary directory with a temporary
+sqlite MLflow store, and prints:
 
 - wall time, the trials' summed training seconds (Σ ``time_total_s`` of their last results, as
   ``train_seconds/<family>`` on the MLflow parent run) and the pure epoch compute (Σ
@@ -9,7 +10,7 @@ spec's re-evaluation) in a temporary directory with a temporary sqlite MLflow st
   ``1 - train_seconds / (wall x slots)`` for the search alone and for the whole sweep;
 - the wall time broken into phases that add up to it, timed from outside by wrapping functions
   of ``sweeps`` and ``ray.tune`` (nothing in ``sweeps/`` is edited): Ray start, data facts,
-  MLflow setup, per family the Tuner build, Tune's controller start, the first trial actor's
+  MLflow setup, the searcher and Tuner build, Tune's controller start, the first trial actor's
   start, the trials (split into epochs, the first trial's start-up on each fresh worker,
   reporting in the worker, the results' round trips to the driver, slots idle between trials),
   the teardown after the last trial, then the re-evaluation, the report and Ray's shutdown;
@@ -20,7 +21,7 @@ spec's re-evaluation) in a temporary directory with a temporary sqlite MLflow st
 Medians over ``--repeats`` runs; each run starts and stops its own local Ray.
 
     SWEEPS_DATA_DIR=../shared/data python benchmarks/overhead.py \
-        [--family fixed] [--trials 32] [--epochs 20] [--repeats 3] [--set k=v ...]
+        [--families fixed[,triangular...]] [--trials 32] [--epochs 20] [--repeats 3] [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ class Clock:
         self.calls: dict[str, int] = defaultdict(int)
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
-        self.family = ""
+        self.scope = "search"  # the label of the one search's spans
         self.epoch_seconds = 0.0
-        self.results: dict[str, int] = defaultdict(int)  # family -> epoch results
-        self.trials: dict[str, TrialTimes] = {}  # "family/trial id" ->
+        self.results: dict[str, int] = defaultdict(int)  # scope -> epoch results
+        self.trials: dict[str, TrialTimes] = {}  # "scope/trial id" ->
 
     def trial(self, key: str) -> TrialTimes:
         return self.trials.setdefault(key, TrialTimes(start=time.monotonic()))
@@ -116,27 +117,23 @@ def instrumented(clock: Clock) -> Iterator[None]:
     """Wrap the functions whose timing makes up the phases; restore them on exit."""
 
     def fam(label: str) -> Callable[..., str]:
-        return lambda *a, **k: f"{clock.family}:{label}"
-
-    def family_label(spec: Any, family: str, **kw: Any) -> str:
-        clock.family = family
-        return f"{family}:run_family"
+        return lambda *a, **k: f"{clock.scope}:{label}"
 
     def trial_of(a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         return kw["trial"] if "trial" in kw else a[2]
 
     def key(a: tuple[Any, ...], kw: dict[str, Any]) -> str:
-        return f"{clock.family}/{trial_of(a, kw).trial_id}"
+        return f"{clock.scope}/{trial_of(a, kw).trial_id}"
 
     def on_start(self: TrialLogger, *a: Any, **kw: Any) -> None:
-        clock.mark(f"{clock.family}:trial_start")
+        clock.mark(f"{clock.scope}:trial_start")
         clock.trial(key(a, kw))
         orig["on_trial_start"](self, *a, **kw)
 
     def on_result(self: TrialLogger, *a: Any, **kw: Any) -> None:
         result = kw["result"] if "result" in kw else a[3]
         clock.epoch_seconds += float(result.get("epoch_seconds", 0.0))
-        clock.results[clock.family] += 1
+        clock.results[clock.scope] += 1
         times = clock.trial(key(a, kw))
         times.epochs += float(result.get("epoch_seconds", 0.0))
         times.pid = int(result.get("pid", 0))
@@ -145,7 +142,7 @@ def instrumented(clock: Clock) -> Iterator[None]:
     def ender(name: str) -> Callable[..., None]:
         def on_end(self: TrialLogger, *a: Any, **kw: Any) -> None:
             orig[name](self, *a, **kw)
-            clock.mark(f"{clock.family}:trial_end")
+            clock.mark(f"{clock.scope}:trial_end")
             trial = trial_of(a, kw)
             times = clock.trial(key(a, kw))
             times.end = time.monotonic()
@@ -167,7 +164,7 @@ def instrumented(clock: Clock) -> Iterator[None]:
         (sweep_module, "log_summary", "log summary"),
         (sweep_module, "reevaluate", "re-evaluation"),
         (sweep_module, "build_and_log", "report"),
-        (sweep_module, "run_family", family_label),
+        (sweep_module, "run_search", "search:run_search"),
         (SweepTracker, "__init__", "mlflow setup"),
         (SweepTracker, "check", "mlflow setup"),
         (SweepTracker, "start", "mlflow setup"),
@@ -213,8 +210,8 @@ def phases(
         "data facts": s["data facts"],
         "mlflow setup (client, check, parent run)": s["mlflow setup"] + s["check resources"],
     }
-    for fam in result.outcomes:
-        entry, exit_ = first[f"{fam}:run_family>"], last[f"{fam}:run_family<"]
+    for fam in ("search",):
+        entry, exit_ = first[f"{fam}:run_search>"], last[f"{fam}:run_search<"]
         fit_in = first[f"{fam}:fit>"]
         ctl_ready = last[f"{fam}:controller init<"]
         started = first.get(f"{fam}:trial_start", ctl_ready)
@@ -243,7 +240,7 @@ def phases(
             alive - total
         ) / slots
         out[f"{fam}: trials: slots idle between trials"] = span - alive / slots
-        out[f"{fam}: teardown (last trial end -> run_family returns)"] = teardown
+        out[f"{fam}: teardown (last trial end -> run_search returns)"] = teardown
     out["log summary"] = s["log summary"]
     out["re-evaluation"] = s["re-evaluation"]
     out["report"] = s["report"]
@@ -256,7 +253,7 @@ def details(clock: Clock, result: SweepResult) -> dict[str, float]:
     """Costs inside the phases (not additive with them)."""
     s, first, last = clock.spans, clock.first, clock.last
     out: dict[str, float] = {}
-    for fam in result.outcomes:
+    for fam in ("search",):
         ended = last.get(f"{fam}:trial_end", 0.0)
         out[f"{fam}: in teardown: final experiment checkpoint (wait)"] = max(
             0.0, last[f"{fam}:experiment checkpoint<"] - max(ended, first[f"{fam}:fit>"])
@@ -309,18 +306,17 @@ def run_once(spec_name: str, overrides: list[str], workdir: Path) -> dict[str, A
             t1 = time.monotonic()
     finally:
         os.chdir(old)
-    # As run_sweep computes it: the CPUs' slots, at most TPE's random start.
+    # As run_sweep computes it: the CPUs' slots, at most TPE's random start per family.
     cpus = {"CPU": float(os.cpu_count() or 1)}
-    slots = max(
-        1, min(capacity(spec, cpus), spec.sampler.startup_trials(spec.search.trials_per_family))
-    )
+    per_family = spec.sampler.startup_trials(spec.search.trials_per_family)
+    slots = max(1, min(capacity(spec, cpus), per_family * len(spec.families)))
     train = sum(o.train_seconds for o in result.outcomes.values())
-    search = sum(o.wall_seconds for o in result.outcomes.values())
+    search = clock.spans["search:run_search"]
     reeval = sum(r.seconds for r in result.reevals)
     wall = t1 - t0
     return {
         "wall": wall,
-        "search wall (Σ families)": search,
+        "search wall": search,
         "train seconds (Σ time_total_s)": train,
         "epoch seconds (Σ epoch_seconds)": clock.epoch_seconds,
         "re-evaluation train seconds": reeval,
@@ -345,7 +341,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--sweep", default="cardio_clr")
-    p.add_argument("--family", default="fixed")
+    p.add_argument("--families", default="fixed", help="comma-separated")
     p.add_argument("--trials", type=int, default=32)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
@@ -353,7 +349,7 @@ def main() -> None:
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     overrides = [
-        f"search.families=[{args.family}]",
+        f"search.families=[{args.families}]",
         f"search.trials_per_family={args.trials}",
         f"train.epochs={args.epochs}",
         *args.extra,
@@ -376,7 +372,7 @@ def main() -> None:
     print("|---|---|---|")
     for key in (
         "wall",
-        "search wall (Σ families)",
+        "search wall",
         "train seconds (Σ time_total_s)",
         "epoch seconds (Σ epoch_seconds)",
         "re-evaluation train seconds",
@@ -394,7 +390,7 @@ def main() -> None:
         each = ", ".join(f"{r[key]:.1%}" for r in runs)
         print(f"| {key} | {med(runs, key):.1%} | {each} |")
     ideal = med(runs, "train seconds (Σ time_total_s)") / slots
-    search = med(runs, "search wall (Σ families)")
+    search = med(runs, "search wall")
     print(
         f"\nsearch wall / (train seconds / slots) = {search / ideal:.2f}x "
         "(1.00x would be no overhead)"

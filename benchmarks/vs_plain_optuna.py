@@ -9,7 +9,7 @@ grace period (first rung) and reduction factor in the script. Both train with
 
 - sweep: ``run_sweep`` as the CLI runs it (its own local Ray, a temporary sqlite MLflow, the
   re-evaluation reduced to ``reeval.seeds=1`` by default, the report), timed from the call to its
-  return; its search phase (``search_wall_seconds``) is shown too.
+  return; its search phase (``SweepResult.search_seconds``) is shown too.
 - plain: ``optuna.create_study(direction="maximize", sampler=TPESampler(seed),
   pruner=SuccessiveHalvingPruner(...))``; the objective calls ``train_loop(config, report)``,
   ``report`` calls ``trial.report(val_acc, epoch)`` and raises ``optuna.TrialPruned`` when
@@ -119,7 +119,7 @@ def run_ray_sweep(spec: SweepSpec, family: str) -> dict[str, float]:
         "wall": wall,
         "best": out.best_val_acc or 0.0,
         "epochs": out.epochs,
-        "search": out.wall_seconds,
+        "search": result.search_seconds,
     }
 
 

@@ -81,17 +81,18 @@ class SweepProgress:
         self.console.print(message, highlight=False, markup=False)
 
     # -- events -------------------------------------------------------------------------------
-    def family_started(self, family: str) -> None:
-        self.families[family].started = time.monotonic()
-        self._refresh()
-
-    def family_ended(self, family: str) -> None:
-        self.families[family].ended = time.monotonic()
-        self._refresh()
-
+    # Families share one search: a family's clock runs from its first trial to its last.
     def trial_started(self, family: str) -> None:
-        self.families[family].running += 1
+        fp = self.families[family]
+        fp.running += 1
+        if fp.started is None:
+            fp.started = time.monotonic()
         self._refresh()
+
+    def _count(self, fp: FamilyProgress, status: str) -> None:
+        fp.counts[status] = fp.counts.get(status, 0) + 1
+        if fp.done >= fp.budget and fp.ended is None:
+            fp.ended = time.monotonic()
 
     def trial_result(self, family: str, val_acc: float) -> None:
         fp = self.families[family]
@@ -103,7 +104,7 @@ class SweepProgress:
     ) -> None:
         fp = self.families[family]
         fp.running = max(0, fp.running - 1)
-        fp.counts[status] = fp.counts.get(status, 0) + 1
+        self._count(fp, status)
         if self._live is None:
             best = f"{fp.best:.4f}" if fp.best is not None else "-"
             self.log(
@@ -116,7 +117,7 @@ class SweepProgress:
     def trial_restored(self, family: str, status: str, val_acc: float | None) -> None:
         """A trial the interrupted run already finished: counted, not re-announced."""
         fp = self.families[family]
-        fp.counts[status] = fp.counts.get(status, 0) + 1
+        self._count(fp, status)
         if val_acc is not None and status != "failed":
             fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
         self._refresh()

@@ -1,4 +1,4 @@
-"""The whole sweep: checks, Ray, one search per family, MLflow, then the summary."""
+"""The whole sweep: checks, Ray, the search over every family, MLflow, then the summary."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from sweeps.reeval import ReevalRun, reevaluate
 from sweeps.report import Report, build_and_log
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
-from sweeps.tuner import FamilyOutcome, capacity, run_family
+from sweeps.tuner import FamilyOutcome, capacity, run_search
 from trainables import TrialConfig
 from trainables.data import load_splits
 from trainables.train_loop import majority_rate
@@ -48,6 +48,7 @@ class SweepResult:
     outcomes: dict[str, FamilyOutcome] = field(default_factory=dict)
     reevals: list[ReevalRun] = field(default_factory=list)
     report: Report | None = None
+    search_seconds: float = 0.0  # parent run start to the search's end (no re-evaluation)
     wall_seconds: float = 0.0
 
 
@@ -153,25 +154,25 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         console.print(
             f"sweep {spec.name}: {len(spec.families)} families x "
             f"{spec.search.trials_per_family} trials, up to {spec.train.epochs} epochs each, "
-            f"{limit} at a time; MLflow parent run {parent}"
+            f"{slots} at a time (at most {limit} of one family); MLflow parent run {parent}"
             + (" (resumed: finished trials are kept, unfinished ones continue)" if resumed else ""),
             highlight=False,
         )
         budgets = {f: spec.search.trials_per_family for f in spec.families}
         with SweepProgress(budgets, console) as progress:
-            for family in spec.families:
-                result.outcomes[family] = run_family(
-                    spec,
-                    family,
-                    tracker=tracker,
-                    progress=progress,
-                    storage=storage,
-                    experiment=experiment,
-                    max_concurrent=limit,
-                    iters_per_epoch=facts.iters_per_epoch,
-                    resume=bool(resumed),
-                )
-        log_summary(tracker, result, facts, time.monotonic() - t0)
+            result.outcomes = run_search(
+                spec,
+                tracker=tracker,
+                progress=progress,
+                storage=storage,
+                experiment=experiment,
+                slots=slots,
+                limit=limit,
+                iters_per_epoch=facts.iters_per_epoch,
+                resume=bool(resumed),
+            )
+        result.search_seconds = time.monotonic() - t0
+        log_summary(tracker, result, facts)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
             result.reevals = reevaluate(spec, result.outcomes, tracker, bar, bool(resumed))
@@ -223,12 +224,10 @@ def derive_bounds(spec: SweepSpec, tracker: SweepTracker, console: Console) -> S
     return derived
 
 
-def log_summary(
-    tracker: SweepTracker, result: SweepResult, facts: DataFacts, search_seconds: float
-) -> None:
+def log_summary(tracker: SweepTracker, result: SweepResult, facts: DataFacts) -> None:
     counts: Counter[str] = Counter()
     metrics: dict[str, float] = {
-        "search_wall_seconds": search_seconds,
+        "search_wall_seconds": result.search_seconds,
         "data/chance_val_acc": facts.chance_val_acc,
     }
     for fam, out in result.outcomes.items():

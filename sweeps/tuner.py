@@ -1,4 +1,5 @@
-"""One Ray Tune search per LR schedule family: OptunaSearch (TPE), ASHA, resources, storage."""
+"""One Ray Tune search over every LR schedule family: per family an Optuna study (TPE) and ASHA,
+under one Tuner whose trial actors are reused across families; resources, storage, resume."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from ray.tune import ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FAMILIES, define_by_run, study_seed
@@ -93,6 +95,97 @@ def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
     )
 
 
+class FamilySearch(Searcher):
+    """Every family's own Optuna study behind one searcher. Families are offered in spec order:
+    the next one gets a slot only while the ones before it have nothing to suggest (budget all
+    handed out, or at their concurrency limit), so each study samples as it would alone."""
+
+    def __init__(self, spec: SweepSpec, limit: int) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self.budget = {f: spec.search.trials_per_family for f in spec.families}
+        self.suggested = dict.fromkeys(spec.families, 0)
+        self.family_of: dict[str, str] = {}  # trial_id -> family
+        self.studies: dict[str, PrunedAwareOptunaSearch] = {}
+        self.limiters: dict[str, ConcurrencyLimiter] = {}
+        for f in spec.families:
+            self.studies[f] = PrunedAwareOptunaSearch(
+                space=define_by_run(spec.search, f),
+                metric=METRIC,
+                mode=MODE,
+                sampler=make_sampler(spec, f),
+            )
+            self.limiters[f] = ConcurrencyLimiter(self.studies[f], max_concurrent=limit)
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        return True  # each study got its space, metric and mode when it was built
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for family, limiter in self.limiters.items():
+            if self.suggested[family] >= self.budget[family]:
+                continue
+            config = limiter.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                continue
+            self.suggested[family] += 1
+            self.family_of[trial_id] = family
+            return config
+        return None  # all at their limit, or all handed out (Tune stops at num_samples)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self.family_of:
+            self.limiters[self.family_of[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self.family_of:
+            self.limiters[self.family_of[trial_id]].on_trial_complete(trial_id, result, error)
+
+    # Tune saves this with its experiment state, so a resumed sweep keeps every study.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class FamilyScheduler(FIFOScheduler):
+    """Each family's own early stopping under one Tuner: ASHA's rungs differ per family, and a
+    rung must compare trials of one family only."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        super().__init__()
+        self.schedulers = {f: make_scheduler(spec, f) for f in spec.families}
+
+    def _of(self, trial: Trial) -> TrialScheduler:
+        return self.schedulers[trial.config["family"]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{f}: {s.debug_string()}" for f, s in self.schedulers.items())
+
+
 def capacity(spec: SweepSpec, resources: dict[str, float]) -> int:
     """How many trials the cluster's resources hold at once."""
     slots = math.floor(resources.get("CPU", 1) / spec.resources.cpu)
@@ -139,7 +232,7 @@ class FamilyOutcome:
 
 @dataclass
 class FamilyRuns:
-    """The driver-side state of one family's search. Ray pickles callbacks into the experiment
+    """The driver-side state of one family's trials. Ray pickles callbacks into the experiment
     for ``Tuner.restore``; these live objects stay out of that pickle (see ``TrialLogger``)."""
 
     tracker: SweepTracker
@@ -177,8 +270,8 @@ class FamilyRuns:
             self.progress.trial_restored(self.family, status, last[METRIC] if last else None)
 
 
-# Live FamilyRuns by key; the pickled TrialLogger holds only its key.
-_LIVE: dict[str, FamilyRuns] = {}
+# Live FamilyRuns by search key, then family; the pickled TrialLogger holds only its key.
+_LIVE: dict[str, dict[str, FamilyRuns]] = {}
 
 
 def error_line(text: str | None) -> str:
@@ -207,14 +300,13 @@ class TrialLogger(tune.Callback):
     def __init__(self, key: str) -> None:
         self.key = key
 
-    @property
-    def live(self) -> FamilyRuns:
-        return _LIVE[self.key]
+    def runs(self, trial: Trial) -> FamilyRuns:
+        return _LIVE[self.key][trial.config["family"]]
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        live = self.live
+        live = self.runs(trial)
         if trial.trial_id in live.ended:  # finished before a crash; Ray just re-confirms it
             return
         live.progress.trial_started(live.family)
@@ -236,7 +328,7 @@ class TrialLogger(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        live = self.live
+        live = self.runs(trial)
         if trial.trial_id in live.ended:
             return
         live.last[trial.trial_id] = result
@@ -255,7 +347,7 @@ class TrialLogger(tune.Callback):
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        live = self.live
+        live = self.runs(trial)
         name, run_id = live.runs[trial.trial_id]
         error = _error_line(trial)
         live.progress.trial_retried(live.family, name, error)
@@ -264,7 +356,7 @@ class TrialLogger(tune.Callback):
         )
 
     def _end(self, trial: Trial, error: bool) -> None:
-        live = self.live
+        live = self.runs(trial)
         if trial.trial_id in live.ended:
             return
         name, run_id = live.runs[trial.trial_id]
@@ -300,7 +392,7 @@ class TrialLogger(tune.Callback):
         self._end(trial, error=True)
 
 
-def _reconcile(live: FamilyRuns, grid: ResultGrid) -> None:
+def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
     """After a resumed search: runs the crashed driver left open are ended from Ray's results,
     or discarded when Ray's restored experiment no longer holds their trial."""
     results = {}
@@ -308,49 +400,57 @@ def _reconcile(live: FamilyRuns, grid: ResultGrid) -> None:
         res = grid[i]
         if res.metrics and "epoch" in res.metrics:
             results[res.metrics["trial_id"]] = (res.metrics, res.config or {}, res.error)
-    for trial_id, (name, run_id) in live.runs.items():
-        if trial_id in live.ended:
-            continue
-        if trial_id not in results:
-            live.tracker.discard(run_id, "its trial is not in the restored Ray experiment")
-            continue
-        last, config, error = results[trial_id]
-        status = trial_status(last, error is not None)
-        live.tracker.end_child(
-            run_id,
-            status,
-            {
-                "epochs_used": int(last["epoch"]),
-                "final_val_acc": float(last[METRIC]),
-                "train_seconds": float(last.get("time_total_s", 0.0)),
-            },
-        )
-        live.outcome.add(name, run_id, status, dict(config), dict(last))
-        live.progress.trial_restored(live.family, status, float(last[METRIC]))
+    for live in families.values():
+        for trial_id, (name, run_id) in live.runs.items():
+            if trial_id in live.ended:
+                continue
+            if trial_id not in results:
+                live.tracker.discard(run_id, "its trial is not in the restored Ray experiment")
+                continue
+            last, config, error = results[trial_id]
+            status = trial_status(last, error is not None)
+            live.tracker.end_child(
+                run_id,
+                status,
+                {
+                    "epochs_used": int(last["epoch"]),
+                    "final_val_acc": float(last[METRIC]),
+                    "train_seconds": float(last.get("time_total_s", 0.0)),
+                },
+            )
+            live.outcome.add(name, run_id, status, dict(config), dict(last))
+            live.progress.trial_restored(live.family, status, float(last[METRIC]))
 
 
-def experiment_path(storage: str, experiment: str, family: str) -> str:
-    return f"{storage.rstrip('/')}/{experiment}/{family}"
+def experiment_path(storage: str, experiment: str) -> str:
+    return f"{storage.rstrip('/')}/{experiment}"
 
 
-def run_family(
+def run_search(
     spec: SweepSpec,
-    family: str,
     *,
     tracker: SweepTracker,
     progress: SweepProgress,
     storage: str,
     experiment: str,
-    max_concurrent: int,
+    slots: int,
+    limit: int,
     iters_per_epoch: int,
     resume: bool = False,
-) -> FamilyOutcome:
-    """Run one family's search to the end of its budget; with ``resume``, continue an
-    interrupted one from Ray's experiment state (finished trials are not run again)."""
-    outcome = FamilyOutcome(family)
-    key = f"{experiment}/{family}"
-    live = _LIVE[key] = FamilyRuns(tracker, family, iters_per_epoch, progress, outcome)
-    path = experiment_path(storage, experiment, family)
+) -> dict[str, FamilyOutcome]:
+    """Run every family's search to the end of its budget, ``slots`` trials at a time and at
+    most ``limit`` of one family; with ``resume``, continue an interrupted search from Ray's
+    experiment state (finished trials are not run again).
+
+    One Tuner for all families: its trial actors are reused across families, so the worker
+    start-up (imports, the compiled step) is paid once per worker, not once per family."""
+    outcomes = {f: FamilyOutcome(f) for f in spec.families}
+    families = {
+        f: FamilyRuns(tracker, f, iters_per_epoch, progress, outcomes[f]) for f in spec.families
+    }
+    key = experiment
+    _LIVE[key] = families
+    path = experiment_path(storage, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
             ray_trainable,
@@ -362,36 +462,31 @@ def run_family(
     restoring = resume and tune.Tuner.can_restore(path)
     searcher = None
     if restoring:
-        live.adopt()
+        for live in families.values():
+            live.adopt()
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
-        if resume:  # Ray saved nothing of this family: it starts afresh, so drop its runs
-            for run in tracker.children("trial", family):
-                tracker.discard(run.info.run_id, "its family's Ray experiment was never saved")
-        searcher = PrunedAwareOptunaSearch(
-            space=define_by_run(spec.search, family),
-            metric=METRIC,
-            mode=MODE,
-            sampler=make_sampler(spec, family),
-        )
+        if resume:  # Ray saved nothing of this search: it starts afresh, so drop its runs
+            for run in tracker.children("trial"):
+                tracker.discard(run.info.run_id, "the sweep's Ray experiment was never saved")
+        searcher = FamilySearch(spec, limit)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                scheduler=make_scheduler(spec, family),
-                num_samples=spec.search.trials_per_family,
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots),
+                scheduler=FamilyScheduler(spec),
+                num_samples=spec.search.trials_per_family * len(spec.families),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=family,
-                storage_path=path.rsplit("/", 1)[0],
+                name=experiment,
+                storage_path=storage,
                 callbacks=[TrialLogger(key), JsonLoggerCallback()],
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
             ),
         )
-    progress.family_started(family)
     # A failing trial's traceback would flood the console; its error line is in the progress
     # output, the trial's MLflow run and the report, and the whole of it in its error.txt.
     quiet = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
@@ -401,12 +496,12 @@ def run_family(
     try:
         grid = tuner.fit()
         if restoring:
-            _reconcile(live, grid)
+            _reconcile(families, grid)
     finally:
         _LIVE.pop(key, None)
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
-    progress.family_ended(family)
-    outcome.wall_seconds = progress.families[family].elapsed()
-    outcome.study = searcher.study if searcher is not None else None
-    return outcome
+    for f, outcome in outcomes.items():
+        outcome.wall_seconds = progress.families[f].elapsed()
+        outcome.study = searcher.studies[f].study if searcher is not None else None
+    return outcomes

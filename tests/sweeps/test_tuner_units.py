@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from search_spaces import define_by_run
 from sweeps.spec import load_spec
-from sweeps.tuner import PrunedAwareOptunaSearch, capacity, make_scheduler, trial_status
+from sweeps.tuner import (
+    FamilyScheduler,
+    FamilySearch,
+    PrunedAwareOptunaSearch,
+    capacity,
+    make_scheduler,
+    trial_status,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -90,3 +99,57 @@ def test_capacity_from_resources() -> None:
     assert capacity(spec, {"CPU": 0.5}) == 1
     gpu = load_spec("cardio_clr", ["resources.gpu=0.25"])
     assert capacity(gpu, {"CPU": 16.0, "GPU": 1.0}) == 4
+
+
+def test_family_search_offers_families_in_order_within_budget_and_limit(tmp_path: Path) -> None:
+    spec = load_spec(
+        "digits_lr", ["search.trials_per_family=3", "search.families=[fixed,triangular,sgdr]"]
+    )
+    s = FamilySearch(spec, limit=2)
+    got = {tid: s.suggest(tid) for tid in ("t1", "t2", "t3")}
+    # fixed takes its limit of 2; triangular gets the slot fixed cannot use.
+    assert [c["family"] if c else None for c in got.values()] == ["fixed", "fixed", "triangular"]
+    s.on_trial_result("t1", {"val_acc": 0.5, "training_iteration": 1})
+    s.on_trial_complete("t1", {"val_acc": 0.9, "status": "completed", "epoch": 30})
+    assert s.suggest("t4")["family"] == "fixed"  # fixed's third and last trial
+    assert s.suggest("t5")["family"] == "triangular"
+    assert s.suggest("t6")["family"] == "sgdr"  # fixed handed out, triangular at its limit
+    assert s.suggested == {"fixed": 3, "triangular": 2, "sgdr": 1}
+    # Results reach their own family's study only.
+    fixed_study = s.studies["fixed"].study
+    assert fixed_study is not None
+    assert [t.state for t in fixed_study.trials] == [TrialState.COMPLETE] + [TrialState.RUNNING] * 2
+    assert s.studies["triangular"].study is not None
+    assert all(t.state == TrialState.RUNNING for t in s.studies["triangular"].study.trials)
+
+    # Tune saves the searcher with its experiment; a restored one goes on where it stopped.
+    s.save(str(tmp_path / "searcher.pkl"))
+    again = FamilySearch(spec, limit=2)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    assert again.suggested == s.suggested and again.family_of == s.family_of
+    for tid in ("t2", "t3", "t4", "t5"):
+        again.on_trial_complete(tid, {"val_acc": 0.8, "status": "completed", "epoch": 30})
+    left = [again.suggest(f"r{i}") for i in range(3)]
+    assert [c["family"] if c else None for c in left] == ["triangular", "sgdr", None]  # t6 live
+    again.on_trial_complete("t6", {"val_acc": 0.8, "status": "completed", "epoch": 30})
+    assert again.suggest("r3")["family"] == "sgdr"
+    assert again.suggest("r4") is None  # every budget handed out
+    assert again.suggested == dict.fromkeys(spec.families, 3)
+
+
+def test_family_scheduler_judges_each_family_on_its_own_rungs() -> None:
+    spec = load_spec("cardio_clr")  # fixed: rungs 5, 15, 45; triangular: 20
+    sched = FamilyScheduler(spec)
+    assert sched.set_search_properties(None, None)
+    good, bad = (SimpleNamespace(trial_id=t, config={"family": "fixed"}) for t in ("a", "b"))
+    cyclic = SimpleNamespace(trial_id="c", config={"family": "triangular"})
+    for t in (good, bad, cyclic):
+        sched.on_trial_add(None, t)  # type: ignore[arg-type]
+
+    def at5(t: SimpleNamespace, acc: float) -> str:
+        return sched.on_trial_result(None, t, {"epoch": 5, "val_acc": acc})  # type: ignore[arg-type]
+
+    assert at5(good, 0.73) == TrialScheduler.CONTINUE
+    assert at5(bad, 0.60) == TrialScheduler.STOP  # below fixed's rung at epoch 5
+    # Worse still, but triangular has no rung before its first full cycle (epoch 20).
+    assert at5(cyclic, 0.50) == TrialScheduler.CONTINUE
