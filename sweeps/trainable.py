@@ -16,6 +16,8 @@ from sweeps.custom import load_trainable
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
+# Every result up to the checkpoint: a resumed driver logs those its crashed one never sent.
+HISTORY_FILE = "history.json"
 # Tests only: "epoch=E[,times=N][,family=F]" makes trials raise before reporting epoch E, on
 # their first N attempts (default: every attempt), in family F only if given; "delay=S" makes
 # every epoch S seconds slower instead; ";" joins several.
@@ -51,11 +53,13 @@ def ray_trainable(config: dict[str, Any], shared: dict[str, Any], entry: str | N
     """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections,
     trained by ``train_loop`` or the spec's custom ``entry`` (module:function)."""
     state = None
+    history: list[dict[str, Any]] = []
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # a retried or restored trial continues from its last checkpoint
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, weights_only=False)
             saved = json.loads((Path(d) / METRICS_FILE).read_text())
+            history = read_history(Path(d))
         if saved.get("status", "running") != "running":
             # It had ended when the driver died, before Ray recorded that: say so again.
             tune.report(saved)
@@ -67,12 +71,20 @@ def ray_trainable(config: dict[str, Any], shared: dict[str, Any], entry: str | N
     def report(metrics: dict[str, Any], new_state: dict[str, Any] | None) -> None:
         _maybe_fail(int(metrics["epoch"]), str(config.get("family")))
         metrics = {**metrics, **extra}
+        history.append(metrics)
         if new_state is None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(new_state, Path(d) / STATE_FILE)
             (Path(d) / METRICS_FILE).write_text(json.dumps(metrics))
+            (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     load_trainable(entry)({**shared, **config}, report, checkpoint=state)
+
+
+def read_history(directory: Path) -> list[dict[str, Any]]:
+    """The results reported up to the checkpoint in ``directory`` (none for an older one)."""
+    path = directory / HISTORY_FILE
+    return list(json.loads(path.read_text())) if path.exists() else []

@@ -35,7 +35,7 @@ from search_spaces import FAMILIES, define_by_run, study_seed
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import ray_trainable
+from sweeps.trainable import ray_trainable, read_history
 
 METRIC, MODE = "val_acc", "max"
 # Statuses the trainable itself ends with; a last result still "running" was stopped by ASHA.
@@ -98,7 +98,8 @@ def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
 class FamilySearch(Searcher):
     """Every family's own Optuna study behind one searcher. Families are offered in spec order:
     the next one gets a slot only while the ones before it have nothing to suggest (budget all
-    handed out, or at their concurrency limit), so each study samples as it would alone."""
+    handed out, or at their concurrency limit). As when each family had a Tuner of its own, a
+    study has at most ``limit`` of its trials running at once."""
 
     def __init__(self, spec: SweepSpec, limit: int) -> None:
         super().__init__(metric=METRIC, mode=MODE)
@@ -245,6 +246,19 @@ class FamilyRuns:
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> last result
     ended: set[str] = field(default_factory=set)  # trial ids whose run is ended (now or before)
 
+    def replay(self, run_id: str, checkpoint: tune.Checkpoint | None) -> None:
+        """Resume: log the epochs a checkpoint holds that MLflow lacks. The crashed driver had
+        them queued for MLflow (sent every ``outbox.SEND_EVERY`` s) when it died."""
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as d:
+            history = read_history(Path(d))
+        for row in history:
+            epoch = int(row["epoch"])
+            if epoch > self.logged.get(run_id, 0):
+                self.tracker.log_epoch(run_id, row)
+                self.logged[run_id] = epoch
+
     def adopt(self) -> None:
         """Resume: take over this family's trial runs from MLflow, as the crashed driver left
         them. Ended runs count towards the outcome; open ones continue when Tune resumes them."""
@@ -311,6 +325,7 @@ class TrialLogger(tune.Callback):
             return
         live.progress.trial_started(live.family)
         if trial.trial_id in live.runs:  # a retried or resumed trial continues its own run
+            live.replay(live.runs[trial.trial_id][1], trial.checkpoint)
             return
         name = f"{live.family}-{len(live.runs) + 1:03d}"
         params = {k: v for k, v in trial.config.items() if k in FAMILIES[live.family].params}
@@ -399,7 +414,9 @@ def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
     for i in range(len(grid)):
         res = grid[i]
         if res.metrics and "epoch" in res.metrics:
-            results[res.metrics["trial_id"]] = (res.metrics, res.config or {}, res.error)
+            results[res.metrics["trial_id"]] = (
+                res.metrics, res.config or {}, res.error, res.checkpoint
+            )  # fmt: skip
     for live in families.values():
         for trial_id, (name, run_id) in live.runs.items():
             if trial_id in live.ended:
@@ -407,7 +424,8 @@ def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
             if trial_id not in results:
                 live.tracker.discard(run_id, "its trial is not in the restored Ray experiment")
                 continue
-            last, config, error = results[trial_id]
+            last, config, error, checkpoint = results[trial_id]
+            live.replay(run_id, checkpoint)
             status = trial_status(last, error is not None)
             live.tracker.end_child(
                 run_id,

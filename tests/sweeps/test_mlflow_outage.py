@@ -143,6 +143,36 @@ def test_writes_wait_in_order_while_the_store_is_down_and_get_real_ids(
     assert run.info.end_time is not None and before <= run.info.end_time <= ended
 
 
+def test_queued_writes_of_a_run_go_in_one_log_batch_in_order(tracker: SweepTracker) -> None:
+    fc = flaky(tracker)
+    a = tracker.start_child("fixed-001", "trial", {"sweeps.family": "fixed"}, {"base_lr": 0.1})
+    b = tracker.start_child("fixed-002", "trial", {"sweeps.family": "fixed"}, {"base_lr": 0.2})
+    fc.down = True
+    for n in (1, 2, 3):
+        tracker.log_epoch(a, epoch(n))
+        tracker.log_epoch(b, epoch(n))
+    tracker.set_tags(a, {"note": "first"})
+    tracker.set_tags(a, {"note": "second"})
+    tracker.end_child(b, "completed", {"epochs_used": 3, "final_val_acc": 0.53})
+    tracker.log_epoch(a, epoch(4))
+    assert len(tracker.outbox.queue) == 12
+    sent: list[str] = []
+    fc.refuse = lambda name: sent.append(name)  # type: ignore[func-returns-value]
+    fc.down = False
+    assert tracker.outbox.drain(force=True)
+    # a's results and tags up to b's end in one call, b's in one, b's end, then a's epoch 4.
+    assert sent == ["log_batch", "log_batch", "set_terminated", "log_batch"]
+    client = real_client(tracker)
+    run_a, run_b = client.get_run(a), client.get_run(b)
+    assert run_a.data.tags["note"] == "second"  # the later of two values, as sent one by one
+    for run_id, steps in ((a, [1, 2, 3, 4]), (b, [1, 2, 3])):
+        hist = client.get_metric_history(run_id, "val_acc")
+        assert sorted(m.step for m in hist) == steps
+        assert {m.step: m.value for m in hist} == {n: epoch(n)["val_acc"] for n in steps}
+    assert run_b.info.status == "FINISHED" and run_b.data.metrics["epochs_used"] == 3
+    assert run_a.info.status == "RUNNING"
+
+
 def test_a_creation_that_reached_the_store_is_not_made_twice(tracker: SweepTracker) -> None:
     fc = flaky(tracker)
     lost = {"create_run"}

@@ -1,19 +1,29 @@
-"""Tuner pieces without a Ray cluster: the Optuna states, statuses, scheduler and capacity."""
+"""Tuner pieces without a Ray cluster: the searcher and scheduler over families, Optuna states,
+statuses, capacity, and the resumed driver's replay of epochs MLflow lacks."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from rich.console import Console
 
 from search_spaces import define_by_run
+from sweeps.progress import SweepProgress
 from sweeps.spec import load_spec
+from sweeps.tracking import SweepTracker
+from sweeps.trainable import HISTORY_FILE
 from sweeps.tuner import (
+    FamilyOutcome,
+    FamilyRuns,
     FamilyScheduler,
     FamilySearch,
     PrunedAwareOptunaSearch,
@@ -153,3 +163,34 @@ def test_family_scheduler_judges_each_family_on_its_own_rungs() -> None:
     assert at5(bad, 0.60) == TrialScheduler.STOP  # below fixed's rung at epoch 5
     # Worse still, but triangular has no rung before its first full cycle (epoch 20).
     assert at5(cyclic, 0.50) == TrialScheduler.CONTINUE
+
+
+def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("digits_lr", ["search.families=[fixed]"])
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec)
+    tracker.start()
+    tags = {"sweeps.family": "fixed", "sweeps.trial_id": "t1"}
+    run = tracker.start_child("fixed-001", "trial", tags, {"base_lr": 0.1})
+    rows = [
+        {"epoch": n, "val_acc": 0.5 + n / 100, "train_loss": 1.0 / n, "status": "running"}
+        for n in range(1, 7)
+    ]
+    for row in rows[:2]:  # what reached MLflow before the driver was killed
+        tracker.log_epoch(run, row)
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    (ckpt / HISTORY_FILE).write_text(json.dumps(rows[:4]))  # the trial's checkpoint at epoch 4
+
+    progress = SweepProgress({"fixed": 1}, Console(quiet=True))
+    live = FamilyRuns(tracker, "fixed", 10, progress, FamilyOutcome("fixed"))
+    live.adopt()
+    assert live.logged == {run: 2}
+    live.replay(run, tune.Checkpoint.from_directory(str(ckpt)))
+    live.replay(run, tune.Checkpoint.from_directory(str(ckpt)))  # a second restore: no doubles
+    assert tracker.outbox.flush()
+    hist = MlflowClient(tracker.uri).get_metric_history(run, "val_acc")
+    assert sorted((m.step, m.value) for m in hist) == [(n, 0.5 + n / 100) for n in range(1, 5)]
+    assert live.logged == {run: 4}  # epochs 5 and 6 come when the restored trial reports them
