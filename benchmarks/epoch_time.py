@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +45,10 @@ from trainables import TrialConfig, train_loop
 from trainables.data import load_splits
 from trainables.lr_schedules import build_lr_schedule
 from trainables.models import build_model
-from trainables.train_loop import COMPILE_ENV, build_step, evaluate
+from trainables.train_loop import COMPILE_ENV, build_step, evaluate, grad_fn
+
+# The module, not the function that trainables exports under the same name.
+train_loop_module = sys.modules["trainables.train_loop"]
 
 POINT = {"family": "triangular2", "base_lr": 0.01, "max_lr": 0.3, "step_size_epochs": 2}
 
@@ -175,20 +179,24 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr, fused=fused or None)
         return model, opt, build_lr_schedule(opt, cfg, iters), torch.Generator().manual_seed(0)
 
-    def variant(fused: bool, gather: str, dot: bool, step_kind: str) -> Callable[[], None]:
+    def variant(
+        fused: bool, gather: str, dot: bool, step_kind: str, cpp_wrapper: bool = True
+    ) -> Callable[[], None]:
         model, opt, sched, g = setup(fused)
+        train_loop_module.CPP_WRAPPER = cpp_wrapper  # read when grad_fn compiles, below
         loss_fn = nn.CrossEntropyLoss()
 
         def eager(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            opt.step()
             return loss.detach()
 
         step = eager
-        if step_kind == "inductor":
+        if step_kind == "in graph":  # train_loop's: the SGD update inside the compiled graph
             step = build_step(model, opt, x[:bs], y[:bs], compiled=True)
-        elif step_kind == "torch.compile":
+        elif step_kind in ("inductor", "torch.compile"):  # gradients compiled, then opt.step()
             params = list(model.parameters())
             names = [k for k, _ in model.named_parameters()]
 
@@ -200,16 +208,24 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
                 grads, value = torch.func.grad_and_value(lf)(a[:-2])
                 return (value, *grads)
 
-            cflat = torch.compile(flat, dynamic=False, fullgraph=True)
+            compiled = (
+                grad_fn(model, x[:bs], y[:bs])
+                if step_kind == "inductor"
+                else torch.compile(flat, dynamic=False, fullgraph=True)
+            )
+            assert compiled is not None
             weights = [p.detach() for p in params]
 
             def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
                 if xb.shape[0] != bs:
                     return eager(xb, yb)
-                loss, *grads = cflat(*weights, xb, yb)
+                loss, *grads = compiled(*weights, xb, yb)
                 for p, gr in zip(params, grads, strict=True):
                     p.grad = gr
+                opt.step()
                 return loss
+
+        train_loop_module.CPP_WRAPPER = True
 
         def epoch() -> None:
             perm = torch.randperm(n, generator=g)
@@ -225,7 +241,6 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
             losses, total = [], torch.zeros(())
             for xb, yb in batches:
                 loss = step(xb, yb)
-                opt.step()
                 sched.step()
                 if dot:
                     losses.append(loss)
@@ -242,9 +257,14 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         ("2. + index_select and split", variant(False, "index_select", False, "eager")),
         ("3. + fused SGD", variant(True, "index_select", False, "eager")),
         ("4. + losses stacked once per epoch", variant(True, "index_select", True, "eager")),
-        ("5. + compiled step (make_fx+Inductor)", variant(True, "index_select", True, "inductor")),
-        ("5'. compiled step via torch.compile instead",
+        ("5. + compiled fwd+bwd (make_fx+Inductor), then opt.step()",
+         variant(True, "index_select", True, "inductor", cpp_wrapper=False)),
+        ("5'. compiled fwd+bwd via torch.compile instead",
          variant(True, "index_select", True, "torch.compile")),
+        ("6. + SGD update inside the compiled graph",
+         variant(True, "index_select", True, "in graph", cpp_wrapper=False)),
+        ("7. + Inductor's C++ wrapper (train_loop)",
+         variant(True, "index_select", True, "in graph")),
     ]  # fmt: skip
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
     for _, fn in variants:

@@ -6,8 +6,9 @@ pass a list-appending fake. ``state`` is a checkpoint (a dict for ``torch.save``
 Speed (docs/benchmarks.md, "(a) Epoch time"): an epoch gathers the shuffled training set once and
 slices contiguous batches from it, the optimizer uses torch's fused kernel, and on the CPU a long
 trial gets its loss and gradients from one graph compiled once per process (``grad_fn``): torch's
-own autograd (``torch.func``) traced into a graph and compiled by Inductor. The LR schedule, the
-optimizer and the batches are the same in every path.
+own autograd (``torch.func``) traced into a graph and compiled by Inductor. For plain SGD the
+graph also applies torch's SGD update. The LR schedule, the update rule and the batches are the
+same in every path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.sgd import sgd as sgd_update
 
 from trainables.config import OptimizerConfig, TrialConfig
 from trainables.data import Splits, load_dataset
@@ -31,9 +33,10 @@ from trainables.models import build_model
 Status = Literal["running", "completed", "diverged", "collapsed"]
 Metrics = dict[str, Any]
 Report = Callable[[Metrics, dict[str, Any] | None], None]
-# (x, y) of one batch -> its mean loss (detached), with every parameter's .grad set.
+# (x, y) of one batch -> its mean loss (detached), after one optimizer step on that batch.
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# (*parameters, x, y) -> (loss, *gradients): one compiled graph.
+# One compiled graph: (*parameters, x, y) -> (loss, *gradients); or, where it applies the SGD
+# update itself, (*parameters, lr, x, y) -> (loss,), updating the parameters in place.
 GradFn = Callable[..., Any]
 
 # A trial counts as at chance while its val_acc is within this of the majority-class rate.
@@ -53,6 +56,9 @@ COMPILE_MIN_BATCH = 32
 # "auto" (the rule above), "always" or "never": an operator's escape hatch, e.g. for a host
 # without a C++ compiler (which also falls back to eager by itself, with a warning).
 COMPILE_ENV = "SWEEPS_COMPILE"
+# Inductor's C++ wrapper: the compiled graph's calls are made from C++ rather than from generated
+# Python, ~25 us less per step (docs/benchmarks.md). A switch so the benchmark can show both.
+CPP_WRAPPER = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,30 +83,48 @@ def build_optimizer(params: Any, cfg: OptimizerConfig, lr: float) -> torch.optim
     return torch.optim.AdamW(params, **kw)
 
 
+def graph_update(opt: torch.optim.Optimizer) -> bool:
+    """Whether the compiled graph can apply ``opt``'s update in place of ``opt.step()``: plain SGD
+    over one parameter group. Without momentum it keeps no state, so the optimizer (its state
+    dict, a checkpoint) cannot tell the difference. Not with weight decay: traced into the graph,
+    torch 2.13's Inductor applied it wrongly to the transposed weight gradients (tested)."""
+    if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
+        return False
+    group = opt.param_groups[0]
+    return not (
+        group["momentum"] or group["weight_decay"] or group["maximize"] or group["differentiable"]
+    )
+
+
 _GRAD_FNS: dict[tuple[Any, ...], GradFn | None] = {}
 
 
-def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
-    """``(*parameters, x, y) -> (loss, *grads)`` of ``cross_entropy(model(x), y)``, compiled for
-    ``model``'s architecture and this batch shape; cached per process, so a trial of the same
-    architecture reuses it for free. None where compiling fails (then the caller trains eagerly).
+def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool = False) -> GradFn | None:
+    """The compiled step of ``cross_entropy(model(x), y)`` for ``model``'s architecture and this
+    batch shape: ``(*parameters, x, y) -> (loss, *grads)``, or with ``sgd``,
+    ``(*parameters, lr, x, y) -> (loss,)`` with torch's plain SGD update applied in place.
+    Cached per process, so a trial of the same architecture reuses it for free. None where
+    compiling fails (then the caller trains eagerly).
 
     The gradients are torch's: ``torch.func.grad_and_value`` traced by ``make_fx`` into one graph
-    of forward and backward, which Inductor compiles. The weights are inputs, not constants, so
-    the graph serves every trial. ``torch.compile`` would do the same but its guards and wrappers
-    cost ~0.1 ms per call here, a third of a step; the traced graph has neither.
+    of forward and backward, which Inductor compiles. The weights (and the rate) are inputs, not
+    constants, so the graph serves every trial. ``torch.compile`` would do the same but its guards
+    and wrappers cost ~0.1 ms per call here, a third of a step; the traced graph has neither.
     """
     key = (
         repr(model),
         tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()),
         tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
+        sgd, CPP_WRAPPER,
     )  # fmt: skip
     if key not in _GRAD_FNS:
-        _GRAD_FNS[key] = _compile_grad_fn(model, x, y)
+        _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd)
     return _GRAD_FNS[key]
 
 
-def _compile_grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
+def _compile_grad_fn(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool
+) -> GradFn | None:
     if any(True for _ in model.buffers()):
         return None  # a buffer would be baked into the graph as a constant
     names = [n for n, _ in model.named_parameters()]
@@ -115,10 +139,25 @@ def _compile_grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
         grads, value = grad_and_loss(args[:-2], args[-2], args[-1])
         return (value, *grads)
 
-    example: list[Any] = [p.detach() for p in model.parameters()] + [x, y]
+    def flat_sgd(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        params, lr = list(args[:-3]), args[-3]
+        grads, value = grad_and_loss(tuple(params), args[-2], args[-1])
+        with torch.no_grad():
+            # torch.optim's own SGD update, traced: what opt.step() runs, less ~40 us of Python.
+            sgd_update(
+                params, list(grads), [None] * len(params), foreach=False, fused=False,
+                weight_decay=0.0, momentum=0.0, dampening=0.0, nesterov=False, maximize=False,
+                lr=lr,  # type: ignore[arg-type]  # a tensor rate: torch handles it, types say float
+            )  # fmt: skip
+        return (value,)
+
+    # The rate: a float32 scalar, as torch's fused SGD kernel applies it.
+    rate = [torch.zeros((), dtype=x.dtype, device=x.device)] if sgd else []
+    example: list[Any] = [p.detach() for p in model.parameters()] + rate + [x, y]
     try:
         # Imported here: Inductor takes seconds to import, and only compiled trials need it.
         from torch._inductor import compile as inductor_compile
+        from torch._inductor import config as inductor_config
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -127,9 +166,17 @@ def _compile_grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
         # one, and then serves every later process (a warm compile: ~2 s less per Ray worker).
         mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
         fake: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in example]
+        traced_with = list(fake)
+        if sgd:
+            # A rate that requires grad takes torch's tensor-rate branch (addcmul_), which
+            # traces; the float branch would bake one rate into the graph. The graph is then
+            # compiled for the plain rate tensor that the step passes.
+            rate_rg = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
+            traced_with[-3] = mode.from_tensor(rate_rg, static_shapes=True)
         with mode:
-            graph = make_fx(flat)(*fake)
-        compiled: GradFn = inductor_compile(graph, fake)
+            graph = make_fx(flat_sgd if sgd else flat)(*traced_with)
+        with inductor_config.patch(cpp_wrapper=CPP_WRAPPER):
+            compiled: GradFn = inductor_compile(graph, fake)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
         warnings.warn(
             f"train_loop: compiling the training step failed, training eagerly ({exc})",
@@ -156,16 +203,21 @@ def use_compiled_step(cfg: TrialConfig, device: torch.device, full_batches: int)
 def build_step(
     model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, compiled: bool
 ) -> Step:
-    """The gradient step for batches shaped like ``(x, y)``: compiled where asked and possible,
-    eager for any other shape (the last, partial batch) or where compiling failed."""
+    """One optimizer step on a batch shaped like ``(x, y)``: compiled where asked and possible
+    (with plain SGD's update inside the graph, see ``graph_update``), eager for any other shape
+    (the last, partial batch) or where compiling failed."""
 
     def eager(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        opt.step()
         return loss.detach()
 
-    fn = grad_fn(model, x, y) if compiled else None
+    if not compiled:
+        return eager
+    in_graph = graph_update(opt)
+    fn = grad_fn(model, x, y, in_graph)
     if fn is None:
         return eager
     params = list(model.parameters())
@@ -180,9 +232,26 @@ def build_step(
         loss, *grads = fn(*weights, xb, yb)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
+        opt.step()
         return loss
 
-    return step
+    if not in_graph:
+        return step
+    group = opt.param_groups[0]
+    lr = torch.zeros((), dtype=weights[0].dtype, device=x.device)
+    # With no gradients a no-op; it tells torch's LR schedule that the optimizer has stepped,
+    # which it checks once (and warns otherwise), as the graph's updates bypass opt.step().
+    opt.zero_grad(set_to_none=True)
+    opt.step()
+
+    def step_in_graph(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if xb.shape[0] != rows:
+            return eager(xb, yb)
+        lr.fill_(group["lr"])  # the LR schedule's rate for this batch
+        loss: torch.Tensor = fn(*weights, lr, xb, yb)[0]
+        return loss
+
+    return step_in_graph
 
 
 @torch.no_grad()
@@ -282,7 +351,6 @@ def train_loop(
         losses = []
         for xb, yb in zip(xs, ys, strict=True):
             losses.append(step(xb, yb))
-            opt.step()
             lr_schedule.step()
         train_loss = torch.dot(torch.stack(losses), sizes).item() / n
         model.eval()
