@@ -17,7 +17,9 @@ includes waiting for a core, the CPU time does not. ``--ablation`` adds the chan
 one at a time (training steps only, no val pass), interleaved so that load hits them alike.
 
     SWEEPS_DATA_DIR=../shared/data python benchmarks/epoch_time.py [--repeats 7] [--fresh-cache]
-        [--ablation]
+        [--ablation] [--device cuda]
+
+``--device cuda`` times the same loops on a GPU (``gpu_main``).
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class Run:
         return statistics.median(e[i] for e in self.epochs)
 
 
-def trial_config(epochs: int) -> TrialConfig:
-    spec = load_spec("cardio_clr", [f"train.epochs={epochs}"])
+def trial_config(epochs: int, device: str = "cpu") -> TrialConfig:
+    spec = load_spec("cardio_clr", [f"train.epochs={epochs}", f"train.device={device}"])
     return TrialConfig.model_validate(spec.trial_config(POINT, seed=0))
 
 
@@ -98,14 +100,14 @@ def run_train_loop(cfg: TrialConfig, mode: str) -> Run:
     return Run(rows[0]["epoch_seconds"], laps[1:], laps[0], float(rows[-1]["val_acc"]))
 
 
-def run_naive(cfg: TrialConfig, repeats: int) -> list[tuple[float, float]]:
+def run_naive(cfg: TrialConfig, repeats: int, device: str = "cpu") -> list[tuple[float, float]]:
     d = load_splits(cfg.dataset)
     torch.manual_seed(0)
     widths = [d.n_features, *cfg.model.hidden]
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), nn.ReLU()]
-    model = nn.Sequential(*layers, nn.Linear(widths[-1], d.n_classes))
+    model = nn.Sequential(*layers, nn.Linear(widths[-1], d.n_classes)).to(device)
     bs = cfg.train.batch_size
     loader = DataLoader(
         TensorDataset(d.x_train, d.y_train),
@@ -124,22 +126,24 @@ def run_naive(cfg: TrialConfig, repeats: int) -> list[tuple[float, float]]:
     out = []
     for _ in range(repeats + 1):
         clock = Clock()
-        for x, y in loader:
+        for xc, yc in loader:
+            x, y = xc.to(device), yc.to(device)  # the usual pattern: batches copied to the GPU
             loss = loss_fn(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+        loss.item()  # waits for the GPU's queued work
         out.append(clock.lap())
     return out[1:]
 
 
-def run_before(cfg: TrialConfig, repeats: int) -> list[tuple[float, float]]:
+def run_before(cfg: TrialConfig, repeats: int, device: str = "cpu") -> list[tuple[float, float]]:
     """The epoch of ``train_loop`` before issue 7a, verbatim but for the report."""
-    d = load_splits(cfg.dataset)
+    d = load_splits(cfg.dataset).to(torch.device(device))
     torch.manual_seed(cfg.seed)
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg.model, d.n_features, d.n_classes)
+    model = build_model(cfg.model, d.n_features, d.n_classes).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr)  # unfused, as before
     n, bs = d.x_train.shape[0], cfg.train.batch_size
     iters = math.ceil(n / bs)
@@ -149,8 +153,8 @@ def run_before(cfg: TrialConfig, repeats: int) -> list[tuple[float, float]]:
     for _ in range(repeats + 1):
         clock = Clock()
         model.train()
-        perm = torch.randperm(n, generator=shuffle)
-        total = torch.zeros(())
+        perm = torch.randperm(n, generator=shuffle).to(device)
+        total = torch.zeros((), device=device)
         for i in range(iters):
             idx = perm[i * bs : (i + 1) * bs]
             loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
@@ -280,17 +284,56 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
     ]
 
 
-def matmul_rate(size: int = 1024, repeats: int = 7) -> float:
-    """Single-thread float32 FLOP/s of a square torch.mm, best of ``repeats`` (CPU time)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_rate(size: int = 1024, repeats: int = 7, device: str = "cpu") -> float:
+    """Float32 FLOP/s of a square torch.mm, best of ``repeats``: on the CPU single-thread (CPU
+    time), on a GPU wall time around synchronized products."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    gpu = device != "cpu"
+    clock = time.perf_counter if gpu else time.process_time
     a @ b
     best = math.inf
     for _ in range(repeats):
-        t = time.process_time()
+        if gpu:
+            torch.cuda.synchronize()
+        t = clock()
         for _ in range(5):
             a @ b
-        best = min(best, (time.process_time() - t) / 5)
+        if gpu:
+            torch.cuda.synchronize()
+        best = min(best, (clock() - t) / 5)
     return 2 * size**3 / best
+
+
+def gpu_main(repeats: int, device: str) -> None:
+    """(a) on a GPU: train_loop's epoch (the eager step; the compiled one is CPU-only), the old
+    loop and the naive DataLoader loop, against the FLOP floor at the GPU's float32 mm rate."""
+    cfg = trial_config(repeats + 1, device)
+    d = load_splits(cfg.dataset)
+    n, bs = d.x_train.shape[0], cfg.train.batch_size
+    runs = [run_train_loop(cfg, "never") for _ in range(2)]  # the first pays CUDA's start-up
+    rows = [
+        ("train_loop (eager step, data on the GPU)", runs[1].median(0)),
+        ("before 7a: train_loop's old loop", statistics.median(w for w, _ in
+                                                               run_before(cfg, repeats, device))),
+        ("naive DataLoader loop, batches copied to the GPU (no val pass)",
+         statistics.median(w for w, _ in run_naive(cfg, repeats, device))),
+    ]  # fmt: skip
+    widths = [d.n_features, *cfg.model.hidden, d.n_classes]
+    flops = 3 * 2 * n * sum(a * b for a, b in itertools.pairwise(widths))
+    rate = matmul_rate(8192, device=device)
+    print(
+        f"cardio on {torch.cuda.get_device_name(device)}: n_train={n}, batch {bs} -> "
+        f"{math.ceil(n / bs)} steps/epoch; torch {torch.__version__}; float32 mm "
+        f"{rate / 1e12:.1f} TFLOP/s (8192³, TF32 {torch.backends.cuda.matmul.allow_tf32})"
+    )
+    print(f"\nmedians of {repeats} epochs after the first\n")
+    print("| per epoch | wall ms | ÷ naive |")
+    print("|---|---|---|")
+    naive = rows[-1][1]
+    for name, w in rows:
+        print(f"| {name} | {w * 1e3:.1f} | {w / naive:.2f} |")
+    print(f"| floor: matmul FLOPs / mm rate | {flops / rate * 1e3:.3f} | |")
+    print(f"val_acc after {cfg.train.epochs} epochs: {runs[1].val_acc:.5f}")
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -322,7 +365,11 @@ def main() -> None:
         "--fresh-cache", action="store_true", help="compile into an empty Inductor cache"
     )
     p.add_argument("--ablation", action="store_true", help="time the changes one at a time")
+    p.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device, e.g. cuda")
     args = p.parse_args()
+    if args.device != "cpu":
+        gpu_main(args.repeats, args.device)
+        return
     if args.fresh_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     torch.set_num_threads(1)

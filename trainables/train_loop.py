@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -97,6 +98,9 @@ def graph_update(opt: torch.optim.Optimizer) -> bool:
 
 
 _GRAD_FNS: dict[tuple[Any, ...], GradFn | None] = {}
+# Trials in threads of one process (Optuna's n_jobs) would otherwise compile at once, and
+# Inductor's config patching is not thread-safe.
+_COMPILE_LOCK = threading.Lock()
 
 
 def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool = False) -> GradFn | None:
@@ -117,8 +121,9 @@ def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool = Fals
         tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
         sgd, CPP_WRAPPER,
     )  # fmt: skip
-    if key not in _GRAD_FNS:
-        _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd)
+    with _COMPILE_LOCK:
+        if key not in _GRAD_FNS:
+            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd)
     return _GRAD_FNS[key]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,17 @@ def test_only_stateless_sgd_is_applied_inside_the_graph() -> None:
     ]:
         cfg = TrialConfig.model_validate(digits(optimizer=optimizer))
         assert graph_update(build_optimizer(params, cfg.optimizer, 0.1)) == want, optimizer
+
+
+def test_trials_in_threads_share_one_compile() -> None:
+    """Optuna's n_jobs runs trials in threads of one process: both get the one compiled graph
+    (compiling at once failed inside Inductor's config patching, and one fell back to eager)."""
+    cfg = TrialConfig.model_validate(digits(model={"name": "mlp", "hidden": [9, 7]}))
+    data = load_dataset(cfg.dataset)
+    model = build_model(cfg.model, data.n_features, data.n_classes)
+    x, y = data.x_train[:32], data.y_train[:32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the eager fallback warns
+        with ThreadPoolExecutor(2) as pool:
+            fns = list(pool.map(lambda _: grad_fn(model, x, y, True), range(2)))
+    assert fns[0] is not None and fns[0] is fns[1]
