@@ -283,17 +283,9 @@ def details(clock: Clock, result: SweepResult) -> dict[str, float]:
     return out
 
 
-def forget_data() -> None:
-    """Empty this process's dataset caches, so each run's data facts load the CSV as the CLI's."""
-    for name in ("load_splits", "_on_device", "load_dataset"):
-        cached = getattr(trainables.data, name, None)
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()
-
-
 def run_once(spec_name: str, overrides: list[str], workdir: Path) -> dict[str, Any]:
     spec = load_spec(spec_name, overrides)
-    forget_data()
+    trainables.data.clear_caches()  # each run's data facts load the CSV, as the CLI's do
     clock = Clock()
     quiet = Console(stderr=True, quiet=True)
     opts = RunOptions(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", storage=str(workdir))

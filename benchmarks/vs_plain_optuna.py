@@ -61,16 +61,8 @@ def pruner(spec: SweepSpec, family: str) -> optuna.pruners.BasePruner:
     )
 
 
-def forget_data() -> None:
-    """Empty the process's dataset caches, so the script pays its one CSV load as a user's would."""
-    for name in ("load_splits", "_on_device", "load_dataset"):
-        cached = getattr(trainables.data, name, None)
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()
-
-
 def run_plain(spec: SweepSpec, family: str, n_jobs: int) -> dict[str, float]:
-    forget_data()
+    trainables.data.clear_caches()  # the script pays its one CSV load, as a user's would
     space = define_by_run(spec.search, family)
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     finals: list[float] = []
@@ -183,8 +175,8 @@ def main() -> None:
         f"sweep - plain = {delta:+.2f} pp (target >= 0)"
     )
     if len(jobs) > 1:
-        walls = {k: med(k, "wall") for k in labels[1:]}
-        print("plain script, n_jobs: " + ", ".join(f"{k} {v:.1f}s" for k, v in walls.items()))
+        plain_walls = {k: med(k, "wall") for k in labels[1:]}
+        print("plain script, n_jobs: " + ", ".join(f"{k} {v:.1f}s" for k, v in plain_walls.items()))
 
 
 if __name__ == "__main__":

@@ -57,9 +57,6 @@ COMPILE_MIN_BATCH = 32
 # "auto" (the rule above), "always" or "never": an operator's escape hatch, e.g. for a host
 # without a C++ compiler (which also falls back to eager by itself, with a warning).
 COMPILE_ENV = "SWEEPS_COMPILE"
-# Inductor's C++ wrapper: the compiled graph's calls are made from C++ rather than from generated
-# Python, ~25 us less per step (docs/benchmarks.md). A switch so the benchmark can show both.
-CPP_WRAPPER = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,7 +85,7 @@ def graph_update(opt: torch.optim.Optimizer) -> bool:
     """Whether the compiled graph can apply ``opt``'s update in place of ``opt.step()``: plain SGD
     over one parameter group. Without momentum it keeps no state, so the optimizer (its state
     dict, a checkpoint) cannot tell the difference. Not with weight decay: traced into the graph,
-    torch 2.13's Inductor applied it wrongly to the transposed weight gradients (tested)."""
+    torch 2.13's Inductor got the weights wrong (off by up to 1e-2 after one step, measured)."""
     if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
         return False
     group = opt.param_groups[0]
@@ -103,7 +100,13 @@ _GRAD_FNS: dict[tuple[Any, ...], GradFn | None] = {}
 _COMPILE_LOCK = threading.Lock()
 
 
-def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool = False) -> GradFn | None:
+def grad_fn(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sgd: bool = False,
+    cpp_wrapper: bool = True,
+) -> GradFn | None:
     """The compiled step of ``cross_entropy(model(x), y)`` for ``model``'s architecture and this
     batch shape: ``(*parameters, x, y) -> (loss, *grads)``, or with ``sgd``,
     ``(*parameters, lr, x, y) -> (loss,)`` with torch's plain SGD update applied in place.
@@ -114,21 +117,23 @@ def grad_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool = Fals
     of forward and backward, which Inductor compiles. The weights (and the rate) are inputs, not
     constants, so the graph serves every trial. ``torch.compile`` would do the same but its guards
     and wrappers cost ~0.1 ms per call here, a third of a step; the traced graph has neither.
+    ``cpp_wrapper``: Inductor calls the graph's kernels from C++ rather than from generated Python,
+    ~25 us less per step (off only to measure that).
     """
     key = (
         repr(model),
         tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()),
         tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
-        sgd, CPP_WRAPPER,
+        sgd, cpp_wrapper,
     )  # fmt: skip
     with _COMPILE_LOCK:
         if key not in _GRAD_FNS:
-            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd)
+            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper)
     return _GRAD_FNS[key]
 
 
 def _compile_grad_fn(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool, cpp_wrapper: bool
 ) -> GradFn | None:
     if any(True for _ in model.buffers()):
         return None  # a buffer would be baked into the graph as a constant
@@ -180,7 +185,7 @@ def _compile_grad_fn(
             traced_with[-3] = mode.from_tensor(rate_rg, static_shapes=True)
         with mode:
             graph = make_fx(flat_sgd if sgd else flat)(*traced_with)
-        with inductor_config.patch(cpp_wrapper=CPP_WRAPPER):
+        with inductor_config.patch(cpp_wrapper=cpp_wrapper):
             compiled: GradFn = inductor_compile(graph, fake)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
         warnings.warn(
@@ -206,7 +211,12 @@ def use_compiled_step(cfg: TrialConfig, device: torch.device, full_batches: int)
 
 
 def build_step(
-    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, compiled: bool
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    compiled: bool,
+    cpp_wrapper: bool = True,
 ) -> Step:
     """One optimizer step on a batch shaped like ``(x, y)``: compiled where asked and possible
     (with plain SGD's update inside the graph, see ``graph_update``), eager for any other shape
@@ -222,7 +232,7 @@ def build_step(
     if not compiled:
         return eager
     in_graph = graph_update(opt)
-    fn = grad_fn(model, x, y, in_graph)
+    fn = grad_fn(model, x, y, in_graph, cpp_wrapper)
     if fn is None:
         return eager
     params = list(model.parameters())
