@@ -18,8 +18,6 @@ from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.tuner import FamilyOutcome
 from trainables import test_accuracy
-from trainables.config import DatasetConfig
-from trainables.data import Splits, load_splits, preload
 
 # Re-evaluation seeds start here, apart from the tuning seed.
 SEED_BASE = 1000
@@ -40,14 +38,12 @@ class ReevalRun:
 
 
 def _retrain(
-    config: dict[str, Any], entry: str | None, splits: Splits
+    config: dict[str, Any], entry: str | None
 ) -> tuple[list[dict[str, Any]], float, float]:
     """Train ``config`` for the full run, then score the final model on the test split.
 
     A custom trainable may report ``test_acc`` itself; otherwise its last checkpoint must hold
-    the spec's model weights under ``"model"``, as ``train_loop``'s does. ``splits`` are the
-    driver's, so the task's worker does not read the dataset again."""
-    preload(DatasetConfig.model_validate(config["dataset"]), splits)
+    the spec's model weights under ``"model"``, as ``train_loop``'s does."""
     history: list[dict[str, Any]] = []
     final: dict[str, Any] = {}
 
@@ -104,8 +100,7 @@ def reevaluate(
         if (run.family, run.rank, run.seed) not in logged
     ]
     progress.skip(len(logged))
-    splits = ray.put(load_splits(spec.dataset))  # once, for every task
-    pending = {remote.remote(cfg, spec.trainable, splits): (run, cfg) for run, cfg in jobs}
+    pending = {remote.remote(cfg, spec.trainable): (run, cfg) for run, cfg in jobs}
     done: list[ReevalRun] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -13,8 +13,6 @@ import torch
 from ray import tune
 
 from sweeps.custom import load_trainable
-from trainables.config import DatasetConfig
-from trainables.data import Splits, preload
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
@@ -51,16 +49,9 @@ def _maybe_fail(epoch: int, family: str) -> None:
     raise InjectedFault(f"injected fault at epoch {epoch} ({FAULT_ENV}), attempt {done + 1}")
 
 
-def ray_trainable(
-    config: dict[str, Any],
-    shared: dict[str, Any],
-    entry: str | None,
-    splits: Splits,
-) -> None:
+def ray_trainable(config: dict[str, Any], shared: dict[str, Any], entry: str | None) -> None:
     """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections,
-    trained by ``train_loop`` or the spec's custom ``entry`` (module:function). ``splits``: the
-    driver's dataset splits, so that no worker reads the file again."""
-    preload(DatasetConfig.model_validate(shared["dataset"]), splits)
+    trained by ``train_loop`` or the spec's custom ``entry`` (module:function)."""
     state = None
     history: list[dict[str, Any]] = []
     ckpt = tune.get_checkpoint()

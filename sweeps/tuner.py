@@ -36,7 +36,6 @@ from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import ray_trainable, read_history
-from trainables.data import load_splits
 
 METRIC, MODE = "val_acc", "max"
 # Statuses the trainable itself ends with; a last result still "running" was stopped by ASHA.
@@ -475,9 +474,6 @@ def run_search(
             ray_trainable,
             shared=spec.trial_config({}, seed=spec.sampler.seed),
             entry=spec.trainable,
-            # Loaded by the driver already: Ray ships them to each worker through its object
-            # store, instead of each worker process reading and splitting the file itself.
-            splits=load_splits(spec.dataset),
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
