@@ -22,6 +22,9 @@ HISTORY_FILE = "history.json"
 # their first N attempts (default: every attempt), in family F only if given; "delay=S" makes
 # every epoch S seconds slower instead; ";" joins several.
 FAULT_ENV = "SWEEPS_INJECT_FAULT"
+# Where the attempt counts live, one file per trial id (default: the trial's folder, which Ray
+# may re-copy from its staging area between attempts, losing the count).
+FAULT_DIR_ENV = "SWEEPS_INJECT_FAULT_DIR"
 
 
 class InjectedFault(RuntimeError):
@@ -40,8 +43,10 @@ def _maybe_fail(epoch: int, family: str) -> None:
     if not hit:
         return
     fault = hit[0]
-    # The count lives in the trial's folder so that it survives the retry's new process.
-    marker = Path(tune.get_context().get_trial_dir()) / "injected_faults"
+    # The count lives in a file, so that it survives the retry's new process.
+    context = tune.get_context()
+    folder = os.environ.get(FAULT_DIR_ENV) or context.get_trial_dir()
+    marker = Path(folder) / f"injected_faults-{context.get_trial_id()}"
     done = int(marker.read_text()) if marker.exists() else 0
     if done >= int(fault.get("times", 1_000_000)):
         return

@@ -148,7 +148,12 @@ def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(tmp_pat
     ]
     # fixed fails once at epoch 5 and recovers; triangular fails at epoch 5 on every attempt.
     fault = "epoch=5,times=1,family=fixed;epoch=5,family=triangular"
-    env = {**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": fault}
+    counts = tmp_path / "fault_counts"
+    counts.mkdir()
+    env = {
+        **os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": fault,
+        "SWEEPS_INJECT_FAULT_DIR": str(counts),
+    }  # fmt: skip
     proc = subprocess.run(
         argv(tmp_path, sets), cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=600, check=False,
