@@ -181,7 +181,12 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         return model, opt, build_lr_schedule(opt, cfg, iters), torch.Generator().manual_seed(0)
 
     def variant(
-        fused: bool, gather: str, dot: bool, step_kind: str, cpp_wrapper: bool = True
+        fused: bool,
+        gather: str,
+        dot: bool,
+        step_kind: str,
+        cpp_wrapper: bool = True,
+        gemm_rewrites: bool = True,
     ) -> Callable[[], None]:
         model, opt, sched, g = setup(fused)
         loss_fn = nn.CrossEntropyLoss()
@@ -195,25 +200,32 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
 
         step: Step = eager
         if step_kind == "in graph":  # train_loop's: the SGD update inside the compiled graph
-            step = build_step(model, opt, x[:bs], y[:bs], compiled=True, cpp_wrapper=cpp_wrapper)
+            step = build_step(
+                model, opt, x[:bs], y[:bs], compiled=True, cpp_wrapper=cpp_wrapper,
+                gemm_rewrites=gemm_rewrites,
+            )  # fmt: skip
         elif step_kind in ("inductor", "torch.compile"):  # gradients compiled, then opt.step()
             params = list(model.parameters())
             names = [k for k, _ in model.named_parameters()]
+            compiled: Any
+            if step_kind == "inductor":
+                compiled = grad_fn(
+                    model, x[:bs], y[:bs], cpp_wrapper=cpp_wrapper, gemm_rewrites=False
+                )
+                assert compiled is not None
+            else:
 
-            def flat(*a: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                def lf(p: tuple[torch.Tensor, ...]) -> torch.Tensor:
-                    out = torch.func.functional_call(model, dict(zip(names, p, strict=True)), a[-2])
-                    return nn.functional.cross_entropy(out, a[-1])
+                def flat(*a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    def lf(p: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                        out = torch.func.functional_call(
+                            model, dict(zip(names, p, strict=True)), a[-2]
+                        )
+                        return nn.functional.cross_entropy(out, a[-1])
 
-                grads, value = torch.func.grad_and_value(lf)(a[:-2])
-                return (value, *grads)
+                    grads, value = torch.func.grad_and_value(lf)(a[:-2])
+                    return (value, *grads)
 
-            compiled = (
-                grad_fn(model, x[:bs], y[:bs], cpp_wrapper=cpp_wrapper)
-                if step_kind == "inductor"
-                else torch.compile(flat, dynamic=False, fullgraph=True)
-            )
-            assert compiled is not None
+                compiled = torch.compile(flat, dynamic=False, fullgraph=True)
             weights = [p.detach() for p in params]
 
             def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -260,8 +272,10 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         ("5'. compiled fwd+bwd via torch.compile instead",
          variant(True, "index_select", True, "torch.compile")),
         ("6. + SGD update inside the compiled graph",
-         variant(True, "index_select", True, "in graph", cpp_wrapper=False)),
-        ("7. + Inductor's C++ wrapper (train_loop)",
+         variant(True, "index_select", True, "in graph", cpp_wrapper=False, gemm_rewrites=False)),
+        ("7. + Inductor's C++ wrapper",
+         variant(True, "index_select", True, "in graph", gemm_rewrites=False)),
+        ("8. + thin and narrow GEMMs rewritten (train_loop)",
          variant(True, "index_select", True, "in graph")),
     ]  # fmt: skip
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}

@@ -6,7 +6,8 @@ pass a list-appending fake. ``state`` is a checkpoint (a dict for ``torch.save``
 Speed (docs/benchmarks.md, "(a) Epoch time"): an epoch gathers the shuffled training set once and
 slices contiguous batches from it, the optimizer uses torch's fused kernel, and on the CPU a long
 trial gets its loss and gradients from one graph compiled once per process (``grad_fn``): torch's
-own autograd (``torch.func``) traced into a graph and compiled by Inductor. For plain SGD the
+own autograd (``torch.func``) traced into a graph, its smallest GEMMs rewritten
+(``graph_passes``), and compiled by Inductor. For plain SGD the
 graph also applies torch's SGD update. The LR schedule, the update rule and the batches are the
 same in every path.
 """
@@ -28,6 +29,7 @@ from torch.optim.sgd import sgd as sgd_update
 
 from trainables.config import OptimizerConfig, TrialConfig
 from trainables.data import Splits, load_dataset
+from trainables.graph_passes import small_gemms
 from trainables.lr_schedules import build_lr_schedule
 from trainables.models import build_model
 
@@ -106,6 +108,7 @@ def grad_fn(
     y: torch.Tensor,
     sgd: bool = False,
     cpp_wrapper: bool = True,
+    gemm_rewrites: bool = True,
 ) -> GradFn | None:
     """The compiled step of ``cross_entropy(model(x), y)`` for ``model``'s architecture and this
     batch shape: ``(*parameters, x, y) -> (loss, *grads)``, or with ``sgd``,
@@ -118,22 +121,28 @@ def grad_fn(
     constants, so the graph serves every trial. ``torch.compile`` would do the same but its guards
     and wrappers cost ~0.1 ms per call here, a third of a step; the traced graph has neither.
     ``cpp_wrapper``: Inductor calls the graph's kernels from C++ rather than from generated Python,
-    ~25 us less per step (off only to measure that).
+    ~25 us less per step. ``gemm_rewrites``: ``graph_passes.small_gemms``, ~20 us less per cardio
+    step. Both are off only to measure them.
     """
     key = (
         repr(model),
         tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()),
         tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
-        sgd, cpp_wrapper,
+        sgd, cpp_wrapper, gemm_rewrites,
     )  # fmt: skip
     with _COMPILE_LOCK:
         if key not in _GRAD_FNS:
-            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper)
+            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites)
     return _GRAD_FNS[key]
 
 
 def _compile_grad_fn(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sgd: bool, cpp_wrapper: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sgd: bool,
+    cpp_wrapper: bool,
+    gemm_rewrites: bool,
 ) -> GradFn | None:
     if any(True for _ in model.buffers()):
         return None  # a buffer would be baked into the graph as a constant
@@ -185,6 +194,8 @@ def _compile_grad_fn(
             traced_with[-3] = mode.from_tensor(rate_rg, static_shapes=True)
         with mode:
             graph = make_fx(flat_sgd if sgd else flat)(*traced_with)
+        if gemm_rewrites:
+            small_gemms(graph)
         with inductor_config.patch(cpp_wrapper=cpp_wrapper):
             compiled: GradFn = inductor_compile(graph, fake)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
@@ -217,6 +228,7 @@ def build_step(
     y: torch.Tensor,
     compiled: bool,
     cpp_wrapper: bool = True,
+    gemm_rewrites: bool = True,
 ) -> Step:
     """One optimizer step on a batch shaped like ``(x, y)``: compiled where asked and possible
     (with plain SGD's update inside the graph, see ``graph_update``), eager for any other shape
@@ -232,7 +244,7 @@ def build_step(
     if not compiled:
         return eager
     in_graph = graph_update(opt)
-    fn = grad_fn(model, x, y, in_graph, cpp_wrapper)
+    fn = grad_fn(model, x, y, in_graph, cpp_wrapper, gemm_rewrites)
     if fn is None:
         return eager
     params = list(model.parameters())

@@ -12,6 +12,7 @@ import torch
 from torch.optim.lr_scheduler import CyclicLR
 
 from trainables import TrialConfig, build_model, train_loop
+from trainables.config import ModelConfig
 from trainables.data import load_dataset
 from trainables.train_loop import (
     COMPILE_ENV,
@@ -182,12 +183,19 @@ def test_cardio_fixed_seed_matches_the_values_before_the_speedup(
     assert [r["train_loss"] for r in rec.rows] == pytest.approx(GOLDEN_TRAIN_LOSS, abs=1e-4)
 
 
-def test_compiled_gradients_equal_torch_autograd() -> None:
+@pytest.mark.parametrize("shape", ["digits", "cardio"])
+def test_compiled_gradients_equal_torch_autograd(shape: str) -> None:
+    """The cardio shape (12-64-32-2, batch 350) goes through graph_passes' rewrites; its
+    gradients must still be autograd's, in the parameters' own layout."""
     torch.manual_seed(0)
-    cfg = TrialConfig.model_validate(digits())
-    data = load_dataset(cfg.dataset)
-    model = build_model(cfg.model, data.n_features, data.n_classes)
-    x, y = data.x_train[:64], data.y_train[:64]
+    if shape == "digits":
+        cfg = TrialConfig.model_validate(digits())
+        data = load_dataset(cfg.dataset)
+        model = build_model(cfg.model, data.n_features, data.n_classes)
+        x, y = data.x_train[:64], data.y_train[:64]
+    else:
+        model = build_model(ModelConfig(name="mlp", hidden=(64, 32)), 12, 2)
+        x, y = torch.randn(350, 12), torch.randint(0, 2, (350,))
     fn = grad_fn(model, x, y)
     if fn is None:
         pytest.skip("Inductor cannot compile here (no C++ compiler?)")
