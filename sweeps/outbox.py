@@ -172,6 +172,35 @@ def merged(group: list[Write]) -> Write:
     )
 
 
+def plan(writes: Sequence[Write]) -> list[list[Write]]:
+    """``writes`` (in queue order) cut into what goes out as one call each, in the order to send.
+
+    A log_batch gathers the later log_batches of its run up to the next write of another kind
+    (which waits for everything before it), within MLflow's limits on one call and stopping at
+    one that logs params; every other write goes alone. One pass, so a backlog of n writes
+    costs O(n) here, however the runs' writes interleave.
+    """
+    groups: list[list[Write]] = []
+    # Per run: its group still taking writes, the group's entries and tag keys.
+    open_groups: dict[str, tuple[list[Write], int, set[str]]] = {}
+    for w in writes:
+        if w.kind != "log_batch":
+            open_groups.clear()
+            groups.append([w])
+            continue
+        current = open_groups.get(w.run_id)
+        if current is not None and not w.params:
+            group, size, tags = current
+            size, tags = size + w.size(), tags | set(w.tags)
+            if size <= BATCH_MAX and len(tags) <= 100:
+                group.append(w)
+                open_groups[w.run_id] = (group, size, tags)
+                continue
+        groups.append([w])
+        open_groups[w.run_id] = (groups[-1], w.size(), set(w.tags))
+    return groups
+
+
 class Outbox:
     """The in-order queue of MLflow writes of one driver; see the module docstring."""
 
@@ -191,19 +220,20 @@ class Outbox:
         self.sent_while_down = 0
         self._next_try = 0.0
         self._lock = threading.RLock()  # one sender at a time
+        self._queue_lock = threading.Lock()  # the queue's changes, against a sender's snapshot
         self._sender: threading.Thread | None = None
         self._wake = threading.Event()
         self._failed: TrackingError | None = None  # a refusal the sender thread met
 
     # Ray pickles the run config (callbacks included) for Tuner.restore: no client, lock or printer.
     def __getstate__(self) -> dict[str, Any]:
-        live = ("client", "_lock", "say", "_sender", "_wake", "_failed")
+        live = ("client", "_lock", "_queue_lock", "say", "_sender", "_wake", "_failed")
         return {k: v for k, v in self.__dict__.items() if k not in live}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.client = MlflowClient(tracking_uri=self.uri)
-        self._lock = threading.RLock()
+        self._lock, self._queue_lock = threading.RLock(), threading.Lock()
         self.say = _stderr
         self.down_since, self._next_try = None, 0.0  # monotonic times mean nothing elsewhere
         self._sender, self._wake, self._failed = None, threading.Event(), None
@@ -248,12 +278,12 @@ class Outbox:
         """Send ``write`` now, after everything queued, or queue it if the store is down (with a
         sender thread: queue it, and the thread sends it)."""
         self._raise_failure()
+        with self._queue_lock:
+            self.queue.append(write)
         if self._sender is not None:
-            self.queue.append(write)  # deque appends are atomic; the sender pops from the left
             self._wake.set()
             return
         with self._lock:
-            self.queue.append(write)
             self.drain()
 
     def drain(self, force: bool = False) -> bool:
@@ -268,34 +298,25 @@ class Outbox:
             if self.down_since is not None and not force and time.monotonic() < self._next_try:
                 return False
             while self.queue:
-                group = self._take()
-                write = merged(group)
-                t0 = time.monotonic()
+                with self._queue_lock:
+                    pending = list(self.queue)
+                sent: set[int] = set()  # ids of the writes done with, taken off the queue below
                 try:
-                    with quick_http():
-                        self._send(write)
-                except Exception as exc:  # MLflow raises many types; `transient` sorts them
-                    group[0].attempts += 1
-                    if not transient(exc):
-                        self._remove(group)
-                        raise TrackingError(
-                            f"--tracking-uri: the MLflow store {redact(self.uri)!r} must accept "
-                            f"{write.describe()}, but {first_line(exc)}"
-                        ) from None
-                    # A hung store costs a timeout per try: try less often than that.
-                    took = time.monotonic() - t0
-                    self._next_try = time.monotonic() + max(RETRY_EVERY, 3 * took)
-                    if self.down_since is None:
-                        self.down_since = t0
-                        self.sent_while_down = 0
-                        self.say(
-                            f"warning: the MLflow store {redact(self.uri)!r} is unreachable "
-                            f"({first_line(exc, 160)}); its writes wait in order and are retried "
-                            f"every {RETRY_EVERY:g} s while the sweep goes on"
-                        )
-                    return False
-                self._remove(group)
-                self.sent_while_down += len(group)
+                    for group in plan(pending):
+                        try:
+                            delivered = self._send_group(group)
+                        except TrackingError:  # refused for good: dropped, not retried
+                            sent.update(id(w) for w in group)
+                            raise
+                        if not delivered:
+                            return False
+                        sent.update(id(w) for w in group)
+                        self.sent_while_down += len(group)
+                finally:
+                    with self._queue_lock:  # one pass, keeping what the sweep appended meanwhile
+                        kept = [w for w in self.queue if id(w) not in sent]
+                        self.queue.clear()
+                        self.queue.extend(kept)
             if self.down_since is not None:
                 self.say(
                     f"the MLflow store {redact(self.uri)!r} is back after "
@@ -323,30 +344,33 @@ class Outbox:
                 return True
         return False
 
-    def _take(self) -> list[Write]:
-        """The head write; for a log_batch, with the later log_batches of its run queued before
-        the next write of another kind, to send as one (each run's writes stay in order)."""
-        snapshot = list(self.queue)  # a copy: the sweep's thread may append meanwhile
-        head = snapshot[0]
-        if head.kind != "log_batch":
-            return [head]
-        group, size, tags = [head], head.size(), set(head.tags)
-        for w in snapshot[1:]:
-            if w.kind != "log_batch":
-                break
-            if w.run_id != head.run_id:
-                continue
-            tags |= set(w.tags)
-            size += w.size()
-            if w.params or size > BATCH_MAX or len(tags) > 100:
-                break
-            group.append(w)
-        return group
-
-    def _remove(self, group: list[Write]) -> None:
-        self.queue.popleft()
-        for w in group[1:]:
-            self.queue.remove(w)
+    def _send_group(self, group: list[Write]) -> bool:
+        """Send ``group`` as one write; False (the outage noted) if the store is down."""
+        write = merged(group)
+        t0 = time.monotonic()
+        try:
+            with quick_http():
+                self._send(write)
+        except Exception as exc:  # MLflow raises many types; `transient` sorts them
+            group[0].attempts += 1
+            if not transient(exc):
+                raise TrackingError(
+                    f"--tracking-uri: the MLflow store {redact(self.uri)!r} must accept "
+                    f"{write.describe()}, but {first_line(exc)}"
+                ) from None
+            # A hung store costs a timeout per try: try less often than that.
+            took = time.monotonic() - t0
+            self._next_try = time.monotonic() + max(RETRY_EVERY, 3 * took)
+            if self.down_since is None:
+                self.down_since = t0
+                self.sent_while_down = 0
+                self.say(
+                    f"warning: the MLflow store {redact(self.uri)!r} is unreachable "
+                    f"({first_line(exc, 160)}); its writes wait in order and are retried "
+                    f"every {RETRY_EVERY:g} s while the sweep goes on"
+                )
+            return False
+        return True
 
     def _send(self, w: Write) -> None:
         c = self.client
@@ -382,7 +406,7 @@ class Outbox:
     # -- what is left when the store never came back ----------------------------------------------
     def spill(self, path: Path) -> Path:
         """Save the unsent writes and the placeholder map as JSON (``python -m sweeps.outbox``)."""
-        with self._lock:
+        with self._lock, self._queue_lock:
             doc = {
                 "tracking_uri": redact(self.uri),
                 "ids": self.ids,

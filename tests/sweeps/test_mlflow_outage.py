@@ -173,6 +173,37 @@ def test_queued_writes_of_a_run_go_in_one_log_batch_in_order(tracker: SweepTrack
     assert run_a.info.status == "RUNNING"
 
 
+def test_plan_groups_each_runs_log_batches_up_to_the_next_other_write() -> None:
+    def batch(run: str, n: int = 5, params: int = 0, tag: str = "") -> outbox.Write:
+        return outbox.Write(
+            "log_batch", run, metrics=[("m", 0.0, 0, i) for i in range(n)],
+            params=[(f"p{i}", "1") for i in range(params)], tags={tag: "v"} if tag else {},
+        )  # fmt: skip
+
+    a1, b1, a2, b2 = batch("a"), batch("b"), batch("a", tag="t"), batch("b")
+    end_b = outbox.Write("set_terminated", "b", status="FINISHED")
+    a3, a4, a5 = batch("a"), batch("a", params=2), batch("a")
+    big = [batch("c", n=400) for _ in range(3)]  # 1,200 entries: over one call's BATCH_MAX
+    tagged = [batch("d", n=1, tag=f"t{i}") for i in range(101)]  # over 100 tags in one call
+    writes = [a1, b1, a2, b2, end_b, a3, a4, a5, *big, *tagged]
+    labels = ["a1", "b1", "a2", "b2", "end_b", "a3", "a4", "a5", "c1", "c2", "c3"]
+    labels += [f"d{i}" for i in range(101)]
+    names = {id(w): name for name, w in zip(labels, writes, strict=True)}
+    groups = [[names[id(w)] for w in g] for g in outbox.plan(writes)]
+    # Heads in queue order; a write of another kind is a barrier; params start a new call.
+    assert groups == [
+        ["a1", "a2"],
+        ["b1", "b2"],
+        ["end_b"],
+        ["a3"],
+        ["a4", "a5"],
+        ["c1", "c2"],
+        ["c3"],
+        [f"d{i}" for i in range(100)],
+        ["d100"],
+    ]
+
+
 def test_a_creation_that_reached_the_store_is_not_made_twice(tracker: SweepTracker) -> None:
     fc = flaky(tracker)
     lost = {"create_run"}
