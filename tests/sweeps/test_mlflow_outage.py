@@ -173,6 +173,33 @@ def test_queued_writes_of_a_run_go_in_one_log_batch_in_order(tracker: SweepTrack
     assert run_a.info.status == "RUNNING"
 
 
+def test_an_outbox_pickled_mid_drain_does_not_hold_what_the_store_took(
+    tracker: SweepTracker,
+) -> None:
+    """Ray pickles the callbacks (the outbox with them) for Tuner.restore; sent writes leave the
+    queue only at the end of a drain pass, so the pickle must leave them out itself."""
+    fc = flaky(tracker)
+    a = tracker.start_child("fixed-001", "trial", {"sweeps.family": "fixed"}, {})
+    b = tracker.start_child("fixed-002", "trial", {"sweeps.family": "fixed"}, {})
+    fc.down = True
+    for n in (1, 2):
+        tracker.log_epoch(a, epoch(n))
+        tracker.log_epoch(b, epoch(n))
+    copies: list[Outbox] = []
+
+    def pickle_on_second_call(name: str) -> None:
+        if name == "log_batch" and fc.calls >= 2 and not copies:  # a's call went through
+            copies.append(pickle.loads(pickle.dumps(tracker.outbox)))
+
+    fc.refuse = pickle_on_second_call  # type: ignore[assignment]
+    fc.down = False
+    fc.calls = 0
+    assert tracker.outbox.drain(force=True) and not tracker.outbox.queue
+    assert len(copies) == 1
+    # a's two results were delivered; b's, in flight, may not have been.
+    assert [(w.run_id, w.metrics[0][3]) for w in copies[0].queue] == [(b, 1), (b, 2)]
+
+
 def test_plan_groups_each_runs_log_batches_up_to_the_next_other_write() -> None:
     def batch(run: str, n: int = 5, params: int = 0, tag: str = "") -> outbox.Write:
         return outbox.Write(
