@@ -341,7 +341,10 @@ def test_replaying_a_file_that_is_not_one_exits_2_with_one_line(
 FAMILIES = ("fixed", "triangular")
 TRIALS = 2
 EPOCHS = 8
-# Small batches make each epoch about 0.4 s, so trials are still running when the store goes down.
+# Small batches make each epoch 0.1-0.4 s, and the test fault injector adds DELAY to each, so the
+# trials are still running when the store goes down (without it, on a quick box, all four trials
+# once ended before the outage began).
+DELAY = "delay=0.5"
 OUTAGE = [
     f"search.families=[{','.join(FAMILIES)}]", f"search.trials_per_family={TRIALS}",
     f"train.epochs={EPOCHS}", "train.batch_size=4", "search.base_lr.high=0.01",
@@ -384,7 +387,10 @@ class MlflowServer:
 
 @pytest.mark.slow
 def test_mlflow_server_stopped_and_restarted_mid_sweep_loses_nothing(tmp_path: Path) -> None:
-    env = {**base_env(secrets.token_hex(32)), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **base_env(secrets.token_hex(32)), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "SWEEPS_INJECT_FAULT": DELAY,
+    }  # fmt: skip
     server = MlflowServer(tmp_path, env)
     server.start()
     log_out, log_err = tmp_path / "sweep.out", tmp_path / "sweep.err"
