@@ -7,8 +7,9 @@ Speed (docs/benchmarks.md, "(a) Epoch time"): an epoch gathers the shuffled trai
 slices contiguous batches from it, the optimizer uses torch's fused kernel, and on the CPU a long
 trial gets its loss and gradients from one graph compiled once per process (``grad_fn``): torch's
 own autograd (``torch.func``) traced into a graph, its smallest GEMMs rewritten (``graph_passes``),
-and compiled by Inductor. For plain SGD the graph also applies torch's SGD update. The LR
-schedule, the update rule and the batches are the same in every path.
+and compiled by Inductor. For plain SGD the graph also applies torch's SGD update. Such a trial's
+val pass is one compiled graph too. The LR schedule, the update rule and the batches are the
+same in every path.
 """
 
 from __future__ import annotations
@@ -95,10 +96,20 @@ def graph_update(opt: torch.optim.Optimizer) -> bool:
     )
 
 
-_GRAD_FNS: dict[tuple[Any, ...], GradFn | None] = {}
+_GRAPHS: dict[tuple[Any, ...], GradFn | None] = {}
 # Trials in threads of one process (Optuna's n_jobs) would otherwise compile at once, and
 # Inductor's config patching is not thread-safe.
 _COMPILE_LOCK = threading.Lock()
+
+
+def _arch_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
+    """What a compiled graph depends on: the architecture, the batch's shape and types, the
+    device and the thread count."""
+    return (
+        repr(model),
+        tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()),
+        tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
+    )  # fmt: skip
 
 
 def grad_fn(
@@ -123,16 +134,11 @@ def grad_fn(
     ~25 us less per step. ``gemm_rewrites``: ``graph_passes.small_gemms``, ~20 us less per cardio
     step. Both are off only to measure them.
     """
-    key = (
-        repr(model),
-        tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()),
-        tuple(x.shape), x.dtype, y.dtype, str(x.device), torch.get_num_threads(),
-        sgd, cpp_wrapper, gemm_rewrites,
-    )  # fmt: skip
+    key = ("step", *_arch_key(model, x, y), sgd, cpp_wrapper, gemm_rewrites)
     with _COMPILE_LOCK:
-        if key not in _GRAD_FNS:
-            _GRAD_FNS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites)
-    return _GRAD_FNS[key]
+        if key not in _GRAPHS:
+            _GRAPHS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites)
+    return _GRAPHS[key]
 
 
 def _compile_grad_fn(
@@ -172,6 +178,25 @@ def _compile_grad_fn(
     # The rate: a float32 scalar, as torch's fused SGD kernel applies it.
     rate = [torch.zeros((), dtype=x.dtype, device=x.device)] if sgd else []
     example: list[Any] = [p.detach() for p in model.parameters()] + rate + [x, y]
+    # A rate that requires grad takes torch's tensor-rate branch (addcmul_), which traces; the
+    # float branch would bake one rate into the graph. The graph is then compiled for the plain
+    # rate tensor that the step passes.
+    rate_rg = {len(example) - 3: x.new_zeros((), requires_grad=True)} if sgd else {}
+    return _compile(
+        flat_sgd if sgd else flat, example, rate_rg, cpp_wrapper, gemm_rewrites, "training step"
+    )
+
+
+def _compile(
+    fn: Callable[..., tuple[torch.Tensor, ...]],
+    example: list[torch.Tensor],
+    trace_as: Mapping[int, torch.Tensor],
+    cpp_wrapper: bool,
+    gemm_rewrites: bool,
+    what: str,
+) -> GradFn | None:
+    """``fn`` traced into one graph (``trace_as`` replaces some example inputs for the trace
+    only), its small GEMMs rewritten, compiled by Inductor; None where that fails."""
     try:
         # Imported here: Inductor takes seconds to import, and only compiled trials need it.
         from torch._inductor import compile as inductor_compile
@@ -184,26 +209,41 @@ def _compile_grad_fn(
         # one, and then serves every later process (a warm compile: ~2 s less per Ray worker).
         mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
         fake: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in example]
-        traced_with = list(fake)
-        if sgd:
-            # A rate that requires grad takes torch's tensor-rate branch (addcmul_), which
-            # traces; the float branch would bake one rate into the graph. The graph is then
-            # compiled for the plain rate tensor that the step passes.
-            rate_rg = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
-            traced_with[-3] = mode.from_tensor(rate_rg, static_shapes=True)
+        traced_with = [
+            mode.from_tensor(trace_as[i], static_shapes=True) if i in trace_as else t
+            for i, t in enumerate(fake)
+        ]
         with mode:
-            graph = make_fx(flat_sgd if sgd else flat)(*traced_with)
+            graph = make_fx(fn)(*traced_with)
         if gemm_rewrites:
             small_gemms(graph)
         with inductor_config.patch(cpp_wrapper=cpp_wrapper):
-            compiled: GradFn = inductor_compile(graph, fake)
+            compiled = inductor_compile(graph, fake)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
         warnings.warn(
-            f"train_loop: compiling the training step failed, training eagerly ({exc})",
-            stacklevel=3,
+            f"train_loop: compiling the {what} failed, running it eagerly ({exc})",
+            stacklevel=4,
         )
         return None
-    return compiled
+    return _direct(compiled)
+
+
+def _direct(compiled: Callable[..., Any]) -> GradFn:
+    """Inductor's compiled graph, called without the two wrappers ``torch._inductor.compile``
+    puts around it: dynamo's disable context and AOTAutograd's runtime wrapper, which switches
+    grad mode off and bumps the version counters of the inputs the graph updates in place. They
+    cost ~40 us a call on the 2-core dev box, 15 % of a cardio step. Neither is needed here: no
+    input requires grad, and no autograd graph holds the weights across a step. Where a torch
+    release does not expose the graph (``current_callable``), the wrapped callable."""
+    graph = getattr(compiled, "current_callable", None)
+    if graph is None:
+        return compiled
+
+    def call(*args: torch.Tensor) -> Any:
+        return graph(list(args))  # Inductor's boxed convention: one list, which it empties
+
+    call.direct = True  # type: ignore[attr-defined]
+    return call
 
 
 def use_compiled_step(cfg: TrialConfig, device: torch.device, full_batches: int) -> bool:
@@ -280,14 +320,66 @@ def build_step(
     return step_in_graph
 
 
+def _val_stats(
+    logits: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean loss, correct predictions and distinct predicted classes, as tensors: the eager
+    val pass and the compiled one compute these same ops."""
+    pred = logits.argmax(dim=1)
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    return (
+        F.cross_entropy(logits, y),
+        (pred == y).sum(),
+        (pred.unsqueeze(1) == classes).any(dim=0).sum(),
+    )
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, int]:
     """Loss, accuracy and the number of distinct predicted classes, in one no-grad pass."""
-    logits = model(x)
-    loss = nn.functional.cross_entropy(logits, y).item()
-    pred = logits.argmax(dim=1)
-    acc = (pred == y).float().mean().item()
-    return loss, acc, int(torch.unique(pred).numel())
+    loss, correct, n_pred = _val_stats(model(x), y)
+    return loss.item(), correct.item() / y.numel(), int(n_pred.item())
+
+
+def eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
+    """The val pass on ``(x, y)`` compiled for ``model``'s architecture: ``(*parameters, x, y) ->
+    (loss, correct, classes predicted)``, the ops of ``evaluate``. Cached per process like
+    ``grad_fn``; None where compiling fails."""
+    key = ("eval", *_arch_key(model, x, y))
+    with _COMPILE_LOCK:
+        if key not in _GRAPHS:
+            _GRAPHS[key] = _compile_eval_fn(model, x, y)
+    return _GRAPHS[key]
+
+
+def _compile_eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
+    if any(True for _ in model.buffers()):
+        return None
+    names = [n for n, _ in model.named_parameters()]
+
+    def flat(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        params = dict(zip(names, args[:-2], strict=True))
+        return _val_stats(torch.func.functional_call(model, params, (args[-2],)), args[-1])
+
+    example = [p.detach() for p in model.parameters()] + [x, y]
+    return _compile(flat, example, {}, True, True, "val pass")
+
+
+def build_eval(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool
+) -> Callable[[], tuple[float, float, int]]:
+    """``evaluate(model, x, y)`` as a call without arguments: compiled where asked and possible
+    (the val set is the same every epoch, so one graph serves the whole trial)."""
+    fn = eval_fn(model, x, y) if compiled else None
+    if fn is None:
+        return lambda: evaluate(model, x, y)
+    weights = [p.detach() for p in model.parameters()]  # aliases, see build_step
+
+    def compiled_eval() -> tuple[float, float, int]:
+        loss, correct, n_pred = fn(*weights, x, y)
+        return loss.item(), correct.item() / y.numel(), int(n_pred.item())
+
+    return compiled_eval
 
 
 def majority_rate(y: torch.Tensor) -> float:
@@ -358,10 +450,9 @@ def train_loop(
     metrics: Metrics = {}
     full = n // bs
     batch = min(bs, n)
-    step = build_step(
-        model, opt, data.x_train[:batch], data.y_train[:batch],
-        compiled=use_compiled_step(cfg, device, full),
-    )  # fmt: skip
+    compiled = use_compiled_step(cfg, device, full)
+    step = build_step(model, opt, data.x_train[:batch], data.y_train[:batch], compiled)
+    evaluate_val = build_eval(model, data.x_val, data.y_val, compiled)
     # Rows per batch, to weight each batch's mean loss into the epoch's mean.
     sizes = torch.full((iters,), float(bs), device=device)
     sizes[-1] = n - (iters - 1) * bs
@@ -380,7 +471,7 @@ def train_loop(
             lr_schedule.step()
         train_loss = torch.dot(torch.stack(losses), sizes).item() / n
         model.eval()
-        val_loss, val_acc, n_pred = evaluate(model, data.x_val, data.y_val)
+        val_loss, val_acc, n_pred = evaluate_val()
 
         status: Status = "completed" if epoch == cfg.train.epochs else "running"
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
