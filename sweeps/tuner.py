@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 # Ray's newer console output ignores verbose=0; the legacy engine honours it.
@@ -27,6 +28,7 @@ from ray import tune
 from ray.tune import ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -35,7 +37,7 @@ from search_spaces import FAMILIES, define_by_run, study_seed
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import ray_trainable, read_history
+from sweeps.trainable import EARLIER, ray_trainable, read_history
 
 METRIC, MODE = "val_acc", "max"
 # Statuses the trainable itself ends with; a last result still "running" was stopped by ASHA.
@@ -67,6 +69,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         super().on_trial_complete(trial_id, result, error)
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # Optuna's step is the epoch (Ray would count results, which now come every few
+        # epochs); the epochs that rode along with this result are intermediate values too.
+        for row in (*result.get(EARLIER, ()), result):
+            super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: int(row["epoch"])})
+
     @property
     def study(self) -> optuna.Study | None:
         return self._ot_study
@@ -93,6 +101,18 @@ def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
         grace_period=grace,
         reduction_factor=spec.early_stopping.reduction_factor,
     )
+
+
+def decision_epochs(spec: SweepSpec, family: str) -> tuple[int, ...]:
+    """The epochs at which ``make_scheduler(spec, family)`` judges a trial: ASHA's rungs,
+    grace x factor^k, as many as Ray's ASHA makes below the last epoch; none without ASHA."""
+    grace = spec.grace_period(family)
+    if spec.early_stopping.name == "none" or grace >= spec.train.epochs:
+        return ()
+    factor = spec.early_stopping.reduction_factor
+    # Ray's ASHAScheduler counts its rungs with numpy's logs; the same formula gives the same count.
+    rungs = int(np.log(spec.train.epochs / grace) / np.log(factor) + 1)
+    return tuple(math.ceil(grace * factor**k) for k in range(rungs))
 
 
 class FamilySearch(Searcher):
@@ -348,16 +368,18 @@ class TrialLogger(tune.Callback):
             return
         live.last[trial.trial_id] = result
         run_id = live.runs[trial.trial_id][1]
-        epoch = int(result["epoch"])
-        resumed = result.get("resumed_from_epoch")
-        if resumed is not None and epoch == int(resumed) + 1:
-            live.tracker.set_tags(run_id, {"sweeps.resumed_from_epoch": str(resumed)})
-        # Epochs re-run after a restore were logged before the fault; the restored RNGs make
-        # them identical, so MLflow keeps one value per step.
-        if epoch > live.logged.get(run_id, 0):
-            live.tracker.log_epoch(run_id, result)
-            live.logged[run_id] = epoch
-        live.progress.trial_result(live.family, float(result[METRIC]))
+        rows = [*result.get(EARLIER, ()), result]  # every epoch since the trial's last result
+        for row in rows:
+            epoch = int(row["epoch"])
+            resumed = row.get("resumed_from_epoch")
+            if resumed is not None and epoch == int(resumed) + 1:
+                live.tracker.set_tags(run_id, {"sweeps.resumed_from_epoch": str(resumed)})
+            # Epochs re-run after a restore were logged before the fault; the restored RNGs
+            # make them identical, so MLflow keeps one value per step.
+            if epoch > live.logged.get(run_id, 0):
+                live.tracker.log_epoch(run_id, row)
+                live.logged[run_id] = epoch
+        live.progress.trial_result(live.family, max(float(row[METRIC]) for row in rows))
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -474,6 +496,7 @@ def run_search(
             ray_trainable,
             shared=spec.trial_config({}, seed=spec.sampler.seed),
             entry=spec.trainable,
+            decide_at={f: decision_epochs(spec, f) for f in spec.families},
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

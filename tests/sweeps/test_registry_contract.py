@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
 from search_spaces import FAMILIES, define_by_run, in_bounds, study_seed
 from sweeps.registry import builtin_names, describe
 from sweeps.spec import load_spec
+from sweeps.tuner import decision_epochs, make_scheduler
 from trainables import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,3 +54,22 @@ def test_cyclic_families_are_not_judged_mid_cycle(name: str) -> None:
             high = spec.search.step_size_epochs.high
             first_cycle = {"sgdr": high, "one_cycle": spec.train.epochs}.get(family, 2 * high)
             assert grace >= min(first_cycle, spec.train.epochs)
+
+
+@pytest.mark.parametrize("name", builtin_names())
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["early_stopping.reduction_factor=2.5"], ["early_stopping.reduction_factor=4",
+     "train.epochs=64", "early_stopping.grace_period=4"], ["early_stopping.name=none"]],
+)  # fmt: skip
+def test_trials_report_at_every_epoch_where_their_scheduler_decides(
+    name: str, overrides: list[str]
+) -> None:
+    """A trial sends Tune a result at ``decision_epochs`` (and holds the epochs between), so
+    they must be the rungs of the ASHA that ``make_scheduler`` builds for that family."""
+    spec = load_spec(name, overrides)
+    for family in spec.families:
+        scheduler = make_scheduler(spec, family)
+        brackets = getattr(scheduler, "_brackets", [])
+        rungs = sorted(math.ceil(m) for m, _ in brackets[0]._rungs) if brackets else []
+        assert list(decision_epochs(spec, family)) == rungs, family

@@ -158,6 +158,11 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
     stopped = sum(1 for r in trials if r.data.tags["sweeps.status"] == "stopped")
     assert states.count(TrialState.PRUNED) == stopped
     assert states.count(TrialState.COMPLETE) == 6 - stopped
+    # Every epoch reached the study, keyed by epoch, though results carry several epochs.
+    used = sorted(int(r.data.metrics["epochs_used"]) for r in trials)
+    assert sorted(len(t.intermediate_values) for t in outcome.study.trials) == used
+    for t in outcome.study.trials:
+        assert list(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
     assert outcome.best_val_acc is not None and outcome.best_val_acc > 0.9
 
 

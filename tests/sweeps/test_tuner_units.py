@@ -20,7 +20,7 @@ from search_spaces import define_by_run
 from sweeps.progress import SweepProgress
 from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import HISTORY_FILE
+from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
     FamilyOutcome,
     FamilyRuns,
@@ -49,8 +49,11 @@ def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
     s = searcher()
     for tid in ("stopped", "completed", "diverged", "errored"):
         assert s.suggest(tid)["family"] == "triangular"
-    for epoch in (1, 2, 3):
-        s.on_trial_result("stopped", {"val_acc": 0.5 + epoch / 100, "training_iteration": epoch})
+    s.on_trial_result("stopped", {"val_acc": 0.51, "epoch": 1})
+    # Epoch 2 rides along with epoch 3's result (the trainable sends where ASHA decides).
+    s.on_trial_result(
+        "stopped", {"val_acc": 0.53, "epoch": 3, EARLIER: [{"val_acc": 0.52, "epoch": 2}]}
+    )
     s.on_trial_complete("stopped", {"val_acc": 0.53, "status": "running", "epoch": 3})
     s.on_trial_complete("completed", {"val_acc": 0.91, "status": "completed", "epoch": 30})
     s.on_trial_complete("diverged", {"val_acc": 0.0, "status": "diverged", "epoch": 2})
@@ -119,7 +122,7 @@ def test_family_search_offers_families_in_order_within_budget_and_limit(tmp_path
     got = {tid: s.suggest(tid) for tid in ("t1", "t2", "t3")}
     # fixed takes its limit of 2; triangular gets the slot fixed cannot use.
     assert [c["family"] if c else None for c in got.values()] == ["fixed", "fixed", "triangular"]
-    s.on_trial_result("t1", {"val_acc": 0.5, "training_iteration": 1})
+    s.on_trial_result("t1", {"val_acc": 0.5, "epoch": 1})
     s.on_trial_complete("t1", {"val_acc": 0.9, "status": "completed", "epoch": 30})
     assert s.suggest("t4")["family"] == "fixed"  # fixed's third and last trial
     assert s.suggest("t5")["family"] == "triangular"

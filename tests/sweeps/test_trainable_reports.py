@@ -1,0 +1,73 @@
+"""What the Ray trainable sends to Tune: a result where the scheduler decides, with a checkpoint,
+at the end, and else at most every ``SEND_EVERY_S``; the epochs between ride along with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sweeps import trainable
+from sweeps.trainable import EARLIER, ray_trainable
+
+
+def fake_trainable(epochs: int, checkpoint_every: int, last_status: str) -> Any:
+    def fit(config: dict[str, Any], report: Any, checkpoint: Any = None) -> None:
+        for epoch in range(1, epochs + 1):
+            status = last_status if epoch == epochs else "running"
+            ends = status != "running"
+            state = {"epoch": epoch} if ends or epoch % checkpoint_every == 0 else None
+            report({"epoch": epoch, "val_acc": epoch / 100, "status": status}, state)
+
+    return fit
+
+
+def run(
+    monkeypatch: pytest.MonkeyPatch, every_s: float, epochs: int, last_status: str = "completed"
+) -> list[tuple[dict[str, Any], bool]]:
+    sent: list[tuple[dict[str, Any], bool]] = []
+    monkeypatch.setattr(trainable, "SEND_EVERY_S", every_s)
+    monkeypatch.setattr(
+        trainable, "load_trainable", lambda entry: fake_trainable(epochs, 10, last_status)
+    )
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(
+        trainable.tune,
+        "report",
+        lambda m, checkpoint=None: sent.append((m, checkpoint is not None)),
+    )
+    ray_trainable({"family": "fixed"}, {}, None, {"fixed": (3, 9), "sgdr": (5,)})
+    return sent
+
+
+def epochs_in(sent: list[tuple[dict[str, Any], bool]]) -> list[int]:
+    return [row["epoch"] for r, _ in sent for row in (*r.get(EARLIER, ()), r)]
+
+
+def test_results_go_where_asha_decides_with_a_checkpoint_and_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = run(monkeypatch, every_s=3600.0, epochs=12)
+    assert [(r["epoch"], ckpt) for r, ckpt in sent] == [
+        (3, False),
+        (9, False),
+        (10, True),
+        (12, True),
+    ]
+    assert epochs_in(sent) == list(range(1, 13))  # every epoch once, in order
+    assert [len(r.get(EARLIER, ())) for r, _ in sent] == [2, 5, 0, 1]
+
+
+def test_a_trial_that_ends_early_sends_its_last_epoch_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = run(monkeypatch, every_s=3600.0, epochs=7, last_status="diverged")
+    assert [r["epoch"] for r, _ in sent] == [3, 7]
+    assert sent[-1][0]["status"] == "diverged" and sent[-1][1]
+    assert epochs_in(sent) == list(range(1, 8))
+
+
+def test_without_a_wait_every_epoch_is_its_own_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = run(monkeypatch, every_s=0.0, epochs=5)
+    assert [r["epoch"] for r, _ in sent] == [1, 2, 3, 4, 5]
+    assert all(EARLIER not in r for r, _ in sent)
