@@ -9,6 +9,7 @@ import socket
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,20 +121,27 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     uri = resolve_uri(opts.tracking_uri)
     load_trainable(spec.trainable)  # a bad custom trainable fails here, before Ray
     facts = data_facts(spec)
-    tracker = SweepTracker(uri, spec)
-    tracker.check()
-    resumed = ""
-    if opts.resume:
-        resumed, storage = tracker.find_resumable(opts.storage)
-    else:
-        storage = opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
-    started_ray = start_ray(opts.address)
-    try:
-        check_resources(spec, ray.cluster_resources())
-    except SweepsError:
-        if started_ray:
-            ray.shutdown()
-        raise
+
+    def open_tracker() -> tuple[SweepTracker, str, str]:
+        tracker = SweepTracker(uri, spec)
+        tracker.check()
+        if opts.resume:
+            return tracker, *tracker.find_resumable(opts.storage)
+        return tracker, "", opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
+
+    # MLflow's client (its store's schema check) and Ray's start take seconds each, mostly
+    # waiting on other processes and files: side by side, not one after the other.
+    with ThreadPoolExecutor(1, thread_name_prefix="sweeps-mlflow") as pool:
+        opening = pool.submit(open_tracker)
+        started_ray = False
+        try:
+            started_ray = start_ray(opts.address)
+            tracker, resumed, storage = opening.result()
+            check_resources(spec, ray.cluster_resources())
+        except BaseException:
+            if started_ray:
+                ray.shutdown()
+            raise
     t0 = time.monotonic()
     if resumed:
         tracker.reopen(resumed)

@@ -63,6 +63,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        # Tune hands the result that ends a trial to this hook alone; the epochs that rode
+        # along with it are intermediate values, as when each epoch was a result of its own.
+        for row in result.get(EARLIER, ()) if result else ():
+            self._report(trial_id, row)
         if not error and result is not None and trial_status(result, False) == "stopped":
             # No value: Optuna records PRUNED and TPE uses the reported intermediate values.
             super().on_trial_complete(trial_id, None, False)
@@ -70,10 +74,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        # Optuna's step is the epoch (Ray would count results, which now come every few
-        # epochs); the epochs that rode along with this result are intermediate values too.
         for row in (*result.get(EARLIER, ()), result):
-            super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: int(row["epoch"])})
+            self._report(trial_id, row)
+
+    def _report(self, trial_id: str, row: dict[str, Any]) -> None:
+        # Optuna's step is the epoch: Ray's would count results, which now come every few epochs.
+        super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: int(row["epoch"])})
 
     @property
     def study(self) -> optuna.Study | None:

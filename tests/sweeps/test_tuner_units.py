@@ -50,11 +50,20 @@ def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
     for tid in ("stopped", "completed", "diverged", "errored"):
         assert s.suggest(tid)["family"] == "triangular"
     s.on_trial_result("stopped", {"val_acc": 0.51, "epoch": 1})
-    # Epoch 2 rides along with epoch 3's result (the trainable sends where ASHA decides).
+    # Epochs ride along with the next result the trainable sends (where ASHA decides); Tune
+    # hands the result that stops a trial to on_trial_complete alone.
     s.on_trial_result(
         "stopped", {"val_acc": 0.53, "epoch": 3, EARLIER: [{"val_acc": 0.52, "epoch": 2}]}
     )
-    s.on_trial_complete("stopped", {"val_acc": 0.53, "status": "running", "epoch": 3})
+    s.on_trial_complete(
+        "stopped",
+        {
+            "val_acc": 0.55,
+            "status": "running",
+            "epoch": 5,
+            EARLIER: [{"val_acc": 0.54, "epoch": 4}],
+        },
+    )
     s.on_trial_complete("completed", {"val_acc": 0.91, "status": "completed", "epoch": 30})
     s.on_trial_complete("diverged", {"val_acc": 0.0, "status": "diverged", "epoch": 2})
     s.on_trial_complete("errored", None, error=True)
@@ -62,8 +71,9 @@ def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
     states = [t.state for t in s.study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
     pruned, done, diverged = s.study.trials[:3]
-    # Optuna keeps a pruned trial's last intermediate value; TPE ranks it as pruned at step 3.
-    assert pruned.intermediate_values == {1: 0.51, 2: 0.52, 3: 0.53}
+    # Optuna keeps a pruned trial's last intermediate value; TPE ranks it as pruned at step 4,
+    # the epoch before ASHA's rung, as when every epoch was a result of its own.
+    assert pruned.intermediate_values == {1: 0.51, 2: 0.52, 3: 0.53, 4: 0.54}
     assert done.value == 0.91
     assert diverged.value == 0.0  # the finite worst value teaches TPE that the rate failed
 
