@@ -530,7 +530,11 @@ def run_search(
                 storage_path=storage,
                 callbacks=[TrialLogger(key), JsonLoggerCallback()],
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Every checkpoint is kept (a cardio trial's are 26 KB each). With num_to_keep,
+                # Ray deletes the one before as it registers a new one, but saves the
+                # experiment state (what --resume restores) only later: a driver killed in
+                # between leaves a state whose checkpoint is gone, and that trial cannot resume.
+                checkpoint_config=tune.CheckpointConfig(),
                 failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
             ),
         )

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeps.trainable import EARLIER
 from tests.sweeps.test_cluster import (
     RayCluster,
     cli,
@@ -60,13 +61,16 @@ def ray_cluster(tmp_path: Path) -> Any:
 
 
 def results(storage: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
-    """Per trial id: its folder and Tune's result rows, as far as they are written yet."""
+    """Per trial id: its folder and a row per epoch from Tune's results, as far as they are
+    written yet. The epochs that rode along with a result (``EARLIER``) come first, each with
+    that result's fields from Ray (pid, timestamp, iterations_since_restore)."""
     out: dict[str, tuple[Path, list[dict[str, Any]]]] = {}
     for f in storage.rglob("result.json"):
         for line in f.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):  # a line being written
                 row = json.loads(line)
-                out.setdefault(row["trial_id"], (f.parent, []))[1].append(row)
+                rows = out.setdefault(row["trial_id"], (f.parent, []))[1]
+                rows += [{**row, **earlier} for earlier in row.pop(EARLIER, [])] + [row]
     return out
 
 
@@ -131,7 +135,6 @@ def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoi
         assert victim_pid in members  # the trial's worker belongs to the node we kill
         crash(members)
         killed_at = time.time()
-        reported = max(r["epoch"] for r in results(storage)[victim][1] if r["pid"] == victim_pid)
         wait_for(
             "Ray to declare the second node dead",
             lambda: True if second not in {n["node_id"] for n in ray_cluster.nodes()} else None,
@@ -152,6 +155,9 @@ def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoi
     before = [r for r in rows if r["pid"] == victim_pid]
     after = [r for r in rows if r["pid"] != victim_pid]
     assert before and after, rows
+    # What the driver got from the killed worker (the last of it may reach result.json after
+    # the kill): Tune can only resume from a checkpoint that came with one of these results.
+    reported = max(r["epoch"] for r in before)
     first = after[0]
     node_of = {int(a["pid"]): a["node_id"] for a in ray_cluster.actors("ImplicitFunc")}
     assert node_of.get(int(first["pid"])) == head
