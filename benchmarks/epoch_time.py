@@ -46,7 +46,7 @@ from trainables import TrialConfig, train_loop
 from trainables.data import load_splits
 from trainables.lr_schedules import build_lr_schedule
 from trainables.models import build_model
-from trainables.train_loop import COMPILE_ENV, Step, build_step, evaluate, grad_fn
+from trainables.train_loop import COMPILE_ENV, Step, build_eval, build_step, evaluate, grad_fn
 
 POINT = {"family": "triangular2", "base_lr": 0.01, "max_lr": 0.3, "step_size_epochs": 2}
 
@@ -400,7 +400,8 @@ def main() -> None:
     before = run_before(cfg, args.repeats)
     naive = run_naive(cfg, args.repeats)
     model = build_model(cfg.model, d.n_features, d.n_classes)
-    val_pass = timed(lambda: evaluate(model, d.x_val, d.y_val), args.repeats)
+    val_eager = timed(lambda: evaluate(model, d.x_val, d.y_val), args.repeats)
+    val_compiled = timed(build_eval(model, d.x_val, d.y_val, compiled=True), args.repeats)
 
     widths = [d.n_features, *cfg.model.hidden, d.n_classes]
     mac = sum(a * b for a, b in itertools.pairwise(widths))
@@ -442,8 +443,11 @@ def main() -> None:
             f"{c * 1e3 / floor_ms:.1f} |"
         )
     print(f"| floor: matmul FLOPs / mm rate | | {floor_ms:.1f} | | 1.0 |")
-    print(f"| (the val pass inside train_loop's epoch, {d.x_val.shape[0]} rows) | "
-          f"{ms(val_pass[0])} | {ms(val_pass[1])} | | |")  # fmt: skip
+    rows_val = d.x_val.shape[0]
+    print(f"| (inside train_loop's epoch: the val pass, {rows_val} rows, compiled) | "
+          f"{ms(val_compiled[0])} | {ms(val_compiled[1])} | | |")  # fmt: skip
+    print(f"| (the same val pass, eager: eager trials and the old loop) | "
+          f"{ms(val_eager[0])} | {ms(val_eager[1])} | | |")  # fmt: skip
     print("\n| per trial | wall ms | CPU ms |")
     print("|---|---|---|")
     print(f"| dataset load, first trial of a process | {ms(load_s[0])} | {ms(load_s[1])} |")

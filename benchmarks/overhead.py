@@ -59,6 +59,7 @@ import trainables.data
 from sweeps.spec import load_spec
 from sweeps.sweep import RunOptions, SweepResult, run_sweep
 from sweeps.tracking import SweepTracker
+from sweeps.trainable import EARLIER
 from sweeps.tuner import TrialLogger, capacity
 
 
@@ -132,10 +133,14 @@ def instrumented(clock: Clock) -> Iterator[None]:
 
     def on_result(self: TrialLogger, *a: Any, **kw: Any) -> None:
         result = kw["result"] if "result" in kw else a[3]
-        clock.epoch_seconds += float(result.get("epoch_seconds", 0.0))
+        # A result carries the epochs since the trial's last one (trainable.EARLIER).
+        seconds = sum(
+            float(r.get("epoch_seconds", 0.0)) for r in (*result.get(EARLIER, ()), result)
+        )
+        clock.epoch_seconds += seconds
         clock.results[clock.scope] += 1
         times = clock.trial(key(a, kw))
-        times.epochs += float(result.get("epoch_seconds", 0.0))
+        times.epochs += seconds
         times.pid = int(result.get("pid", 0))
         orig["on_trial_result"](self, *a, **kw)
 
