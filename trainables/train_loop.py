@@ -39,7 +39,8 @@ Report = Callable[[Metrics, dict[str, Any] | None], None]
 # (x, y) of one batch -> its mean loss (detached), after one optimizer step on that batch.
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # One compiled graph: (*parameters, x, y) -> (loss, *gradients); or, where it applies the SGD
-# update itself, (*parameters, lr, x, y) -> (loss,), updating the parameters in place.
+# update itself, (*parameters, lr, x, y) -> (loss,), updating the parameters in place; or the
+# val pass, (*parameters, x, y) -> (loss, correct, classes predicted).
 GradFn = Callable[..., Any]
 
 # A trial counts as at chance while its val_acc is within this of the majority-class rate.
@@ -362,7 +363,7 @@ def _compile_eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
         return _val_stats(torch.func.functional_call(model, params, (args[-2],)), args[-1])
 
     example = [p.detach() for p in model.parameters()] + [x, y]
-    return _compile(flat, example, {}, True, True, "val pass")
+    return _compile(flat, example, {}, cpp_wrapper=True, gemm_rewrites=True, what="val pass")
 
 
 def build_eval(
