@@ -6,18 +6,16 @@ The runs are Ray tasks, so they spread over the cluster like the trials did.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
-from sweeps.custom import load_trainable
 from sweeps.progress import TaskProgress
+from sweeps.retrain import Shared, retrain
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.tuner import FamilyOutcome
-from trainables import test_accuracy
 
 # Re-evaluation seeds start here, apart from the tuning seed.
 SEED_BASE = 1000
@@ -35,28 +33,6 @@ class ReevalRun:
     @property
     def status(self) -> str:
         return str(self.history[-1]["status"]) if self.history else "failed"
-
-
-def _retrain(
-    config: dict[str, Any], entry: str | None
-) -> tuple[list[dict[str, Any]], float, float]:
-    """Train ``config`` for the full run, then score the final model on the test split.
-
-    A custom trainable may report ``test_acc`` itself; otherwise its last checkpoint must hold
-    the spec's model weights under ``"model"``, as ``train_loop``'s does."""
-    history: list[dict[str, Any]] = []
-    final: dict[str, Any] = {}
-
-    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        history.append(metrics)
-        if state is not None:
-            final.update(state)
-
-    t0 = time.perf_counter()
-    load_trainable(entry)(config, report)
-    last = history[-1] if history else {}
-    test = float(last["test_acc"]) if "test_acc" in last else test_accuracy(config, final)
-    return history, test, time.perf_counter() - t0
 
 
 def plan(spec: SweepSpec, outcomes: dict[str, FamilyOutcome]) -> list[tuple[ReevalRun, dict]]:
@@ -79,9 +55,11 @@ def reevaluate(
     tracker: SweepTracker,
     progress: TaskProgress,
     resume: bool = False,
+    data: Shared | None = None,
 ) -> list[ReevalRun]:
-    """Run the plan as Ray tasks and log each as a nested MLflow run (``sweeps.role=reeval``)."""
-    remote = ray.remote(_retrain).options(
+    """Run the plan as Ray tasks and log each as a nested MLflow run (``sweeps.role=reeval``).
+    ``data``: the driver's splits, handed to the workers."""
+    remote = ray.remote(retrain).options(
         num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
     )
     # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
@@ -100,7 +78,8 @@ def reevaluate(
         if (run.family, run.rank, run.seed) not in logged
     ]
     progress.skip(len(logged))
-    pending = {remote.remote(cfg, spec.trainable): (run, cfg) for run, cfg in jobs}
+    shared = ray.put(data)
+    pending = {remote.remote(cfg, spec.trainable, shared): (run, cfg) for run, cfg in jobs}
     done: list[ReevalRun] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

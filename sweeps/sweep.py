@@ -24,6 +24,7 @@ from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, reevaluate
 from sweeps.report import Report, build_and_log
+from sweeps.retrain import Shared
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
 from sweeps.tuner import FamilyOutcome, capacity, run_search
@@ -57,6 +58,7 @@ class SweepResult:
 class DataFacts:
     iters_per_epoch: int
     chance_val_acc: float  # the majority-class rate: where a collapsed net sits
+    shared: Shared  # the splits, handed to every Ray worker: none reads the file again
 
 
 def data_facts(spec: SweepSpec) -> DataFacts:
@@ -64,7 +66,9 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     cfg = TrialConfig.model_validate(spec.trial_config({"family": "fixed", "base_lr": 0.1}))
     splits = load_splits(cfg.dataset)
     return DataFacts(
-        math.ceil(len(splits.y_train) / spec.train.batch_size), majority_rate(splits.y_val)
+        math.ceil(len(splits.y_train) / spec.train.batch_size),
+        majority_rate(splits.y_val),
+        (cfg.dataset, splits),
     )
 
 
@@ -177,13 +181,16 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 slots=slots,
                 limit=limit,
                 iters_per_epoch=facts.iters_per_epoch,
+                data=facts.shared,
                 resume=bool(resumed),
             )
         result.search_seconds = time.monotonic() - t0
         log_summary(tracker, result, facts)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
-            result.reevals = reevaluate(spec, result.outcomes, tracker, bar, bool(resumed))
+            result.reevals = reevaluate(
+                spec, result.outcomes, tracker, bar, bool(resumed), facts.shared
+            )
         console.print("building the report from MLflow ...", highlight=False)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0

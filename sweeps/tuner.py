@@ -35,6 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FAMILIES, define_by_run, study_seed
 from sweeps.progress import SweepProgress
+from sweeps.retrain import Shared
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, ray_trainable, read_history
@@ -482,11 +483,13 @@ def run_search(
     slots: int,
     limit: int,
     iters_per_epoch: int,
+    data: Shared | None = None,
     resume: bool = False,
 ) -> dict[str, FamilyOutcome]:
     """Run every family's search to the end of its budget, ``slots`` trials at a time and at
     most ``limit`` of one family; with ``resume``, continue an interrupted search from Ray's
-    experiment state (finished trials are not run again).
+    experiment state (finished trials are not run again). ``data``: the driver's splits, handed
+    to the trials.
 
     One Tuner for all families: its trial actors are reused across families, so the worker
     start-up (imports, the compiled step) is paid once per worker, not once per family."""
@@ -503,6 +506,7 @@ def run_search(
             shared=spec.trial_config({}, seed=spec.sampler.seed),
             entry=spec.trainable,
             decide_at={f: decision_epochs(spec, f) for f in spec.families},
+            data=data,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

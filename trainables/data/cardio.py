@@ -18,12 +18,15 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import platformdirs
 
 from trainables.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported where a file is read: a worker handed splits never is
+    import pandas as pd
 
 FILENAME = "cardio_train.csv"
 KAGGLE_URL = (
@@ -125,6 +128,8 @@ def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path
 
 def read(path: Path) -> pd.DataFrame:
     """Read and check the raw file: the 13 Kaggle columns, numeric, at least one row."""
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, sep=";")
     except pd.errors.EmptyDataError:
@@ -158,6 +163,8 @@ def read(path: Path) -> pd.DataFrame:
 
 def clean(df: pd.DataFrame) -> pd.DataFrame:
     """Apply the documented cleaning rules and derive age_years and bmi."""
+    import pandas as pd
+
     keep = pd.Series(True, index=df.index)
     for col, (lo, hi) in RULES.items():
         keep &= df[col].between(lo, hi)

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,11 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 def split_and_scale(
     x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> Splits:
+    # Imported here: scikit-learn costs ~2 s of imports, which a Ray worker handed the driver's
+    # splits never needs.
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )

@@ -1,0 +1,42 @@
+"""What one re-evaluation task runs on a Ray worker: train a config from scratch, score it on the
+test split.
+
+Apart from ``sweeps.reeval`` so that the worker imports neither MLflow nor Tune (~6 s of imports
+on a fresh worker, paid while the sweep waits for its re-evaluation)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sweeps.custom import load_trainable
+from trainables import DatasetConfig, test_accuracy
+from trainables.data import Splits, preload
+
+# The driver's splits, handed to each worker so that none reads and splits the file again.
+Shared = tuple[DatasetConfig, Splits]
+
+
+def retrain(
+    config: dict[str, Any], entry: str | None, data: Shared | None = None
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Train ``config`` for the full run, then score the final model on the test split:
+    (every reported result, test_acc, seconds).
+
+    A custom trainable may report ``test_acc`` itself; otherwise its last checkpoint must hold
+    the spec's model weights under ``"model"``, as ``train_loop``'s does."""
+    if data is not None:
+        preload(*data)
+    history: list[dict[str, Any]] = []
+    final: dict[str, Any] = {}
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        history.append(metrics)
+        if state is not None:
+            final.update(state)
+
+    t0 = time.perf_counter()
+    load_trainable(entry)(config, report)
+    last = history[-1] if history else {}
+    test = float(last["test_acc"]) if "test_acc" in last else test_accuracy(config, final)
+    return history, test, time.perf_counter() - t0
