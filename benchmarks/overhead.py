@@ -56,6 +56,7 @@ from rich.console import Console
 
 import sweeps.sweep as sweep_module
 import trainables.data
+from sweeps.reeval import Reevaluation
 from sweeps.spec import load_spec
 from sweeps.sweep import RunOptions, SweepResult, run_sweep
 from sweeps.tracking import SweepTracker
@@ -167,7 +168,7 @@ def instrumented(clock: Clock) -> Iterator[None]:
         (sweep_module, "data_facts", "data facts"),
         (sweep_module, "check_resources", "check resources"),
         (sweep_module, "log_summary", "log summary"),
-        (sweep_module, "reevaluate", "re-evaluation"),
+        (Reevaluation, "finish", "re-evaluation"),
         (sweep_module, "build_and_log", "report"),
         (sweep_module, "run_search", "search:run_search"),
         (SweepTracker, "__init__", "mlflow setup"),

@@ -130,6 +130,13 @@ class SweepProgress:
             self.log(f"[{family}] {name} failed ({error}); retrying from its last checkpoint")
         self._refresh()
 
+    def complete_families(self) -> list[str]:
+        """The families whose trials have all ended, once every family's trials have started
+        (none is waiting for a slot); before that, none."""
+        if any(fp.done + fp.running < fp.budget for fp in self.families.values()):
+            return []
+        return [f for f, fp in self.families.items() if fp.done >= fp.budget]
+
     # -- view ---------------------------------------------------------------------------------
     def render(self) -> RenderableType:
         table = Table(title=f"sweep: {self.phase}", title_justify="left", expand=False)

@@ -35,64 +35,86 @@ class ReevalRun:
         return str(self.history[-1]["status"]) if self.history else "failed"
 
 
-def plan(spec: SweepSpec, outcomes: dict[str, FamilyOutcome]) -> list[tuple[ReevalRun, dict]]:
-    """(run, full train_loop config) for every family x top-k config x seed."""
+def plan(spec: SweepSpec, family: str, outcome: FamilyOutcome) -> list[tuple[ReevalRun, dict]]:
+    """(run, full train_loop config) for each of ``family``'s top-k configs x seed."""
     jobs = []
-    for family, outcome in outcomes.items():
-        for rank, params in enumerate(outcome.top(spec.reeval.top_k), start=1):
-            for i in range(spec.reeval.seeds):
-                seed = SEED_BASE + i
-                cfg = spec.trial_config(params, seed=seed)
-                # Only the final state is needed (it scores the test split): no mid-run saves.
-                cfg["train"] = {**cfg["train"], "checkpoint_every": spec.train.epochs + 1}
-                jobs.append((ReevalRun(family, rank, seed), cfg))
+    for rank, params in enumerate(outcome.top(spec.reeval.top_k), start=1):
+        for i in range(spec.reeval.seeds):
+            seed = SEED_BASE + i
+            cfg = spec.trial_config(params, seed=seed)
+            # Only the final state is needed (it scores the test split): no mid-run saves.
+            cfg["train"] = {**cfg["train"], "checkpoint_every": spec.train.epochs + 1}
+            jobs.append((ReevalRun(family, rank, seed), cfg))
     return jobs
 
 
-def reevaluate(
-    spec: SweepSpec,
-    outcomes: dict[str, FamilyOutcome],
-    tracker: SweepTracker,
-    progress: TaskProgress,
-    resume: bool = False,
-    data: Shared | None = None,
-) -> list[ReevalRun]:
-    """Run the plan as Ray tasks and log each as a nested MLflow run (``sweeps.role=reeval``).
+class Reevaluation:
+    """The plan's runs as Ray tasks, each logged as a nested MLflow run (``sweeps.role=reeval``)
+    when it returns. A family's runs may ``start`` while the search still runs other families'
+    last trials: Ray gives them the slots that would otherwise idle until the search ends.
     ``data``: the driver's splits, handed to the workers."""
-    remote = ray.remote(retrain).options(
-        num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
-    )
-    # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
-    logged = {
-        (
-            r.data.tags["sweeps.family"],
-            int(r.data.tags["sweeps.rank"]),
-            int(r.data.tags["sweeps.seed"]),
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        tracker: SweepTracker,
+        resume: bool = False,
+        data: Shared | None = None,
+    ) -> None:
+        self.spec, self.tracker = spec, tracker
+        self.remote = ray.remote(retrain).options(
+            num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
         )
-        for r in (tracker.children("reeval") if resume else [])
-        if r.info.status == "FINISHED"
-    }
-    jobs = [
-        (run, cfg)
-        for run, cfg in plan(spec, outcomes)
-        if (run.family, run.rank, run.seed) not in logged
-    ]
-    progress.skip(len(logged))
-    shared = ray.put(data)
-    pending = {remote.remote(cfg, spec.trainable, shared): (run, cfg) for run, cfg in jobs}
-    done: list[ReevalRun] = []
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        run, cfg = pending.pop(ready[0])
-        run.history, run.test_acc, run.seconds = ray.get(ready[0])
-        _log(tracker, run, cfg)
-        done.append(run)
-        progress.advance(
-            f"{run.family} #{run.rank} seed {run.seed}: test_acc {run.test_acc:.4f} "
-            f"({run.status}, {run.seconds:.1f}s)"
-        )
-    order = {f: i for i, f in enumerate(outcomes)}
-    return sorted(done, key=lambda r: (order[r.family], r.rank, r.seed))
+        self.data = ray.put(data)
+        # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
+        self.logged = {
+            (
+                r.data.tags["sweeps.family"],
+                int(r.data.tags["sweeps.rank"]),
+                int(r.data.tags["sweeps.seed"]),
+            )
+            for r in (tracker.children("reeval") if resume else [])
+            if r.info.status == "FINISHED"
+        }
+        self.started: set[str] = set()
+        self.pending: dict[ray.ObjectRef, tuple[ReevalRun, dict[str, Any]]] = {}
+
+    def start(self, family: str, outcome: FamilyOutcome) -> None:
+        """Submit ``family``'s runs (once); its search must be over."""
+        if family in self.started:
+            return
+        self.started.add(family)
+        for run, cfg in plan(self.spec, family, outcome):
+            if (run.family, run.rank, run.seed) not in self.logged:
+                ref = self.remote.remote(cfg, self.spec.trainable, self.data)
+                self.pending[ref] = (run, cfg)
+
+    def finish(self, outcomes: dict[str, FamilyOutcome], progress: TaskProgress) -> list[ReevalRun]:
+        """Start the families not started yet, wait for every run and log it; the runs in
+        family, rank and seed order."""
+        for family, outcome in outcomes.items():
+            self.start(family, outcome)
+        progress.skip(len(self.logged))
+        done: list[ReevalRun] = []
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1)
+            run, cfg = self.pending.pop(ready[0])
+            run.history, run.test_acc, run.seconds = ray.get(ready[0])
+            _log(self.tracker, run, cfg)
+            done.append(run)
+            progress.advance(
+                f"{run.family} #{run.rank} seed {run.seed}: test_acc {run.test_acc:.4f} "
+                f"({run.status}, {run.seconds:.1f}s)"
+            )
+        order = {f: i for i, f in enumerate(outcomes)}
+        return sorted(done, key=lambda r: (order[r.family], r.rank, r.seed))
+
+    def cancel(self) -> None:
+        """Stop the runs still queued or running (the sweep failed or was interrupted)."""
+        if ray.is_initialized():
+            for ref in self.pending:
+                ray.cancel(ref, force=True)
+        self.pending.clear()
 
 
 def _log(tracker: SweepTracker, run: ReevalRun, cfg: dict[str, Any]) -> None:

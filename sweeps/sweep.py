@@ -22,7 +22,7 @@ from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError, first_line
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
-from sweeps.reeval import ReevalRun, reevaluate
+from sweeps.reeval import ReevalRun, Reevaluation
 from sweeps.report import Report, build_and_log
 from sweeps.retrain import Shared
 from sweeps.spec import SweepSpec
@@ -156,6 +156,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     result = SweepResult(parent, uri, storage)
     experiment = f"{spec.name}-{parent[:8]}"
     status = "FAILED"
+    reeval: Reevaluation | None = None
     try:
         if spec.search.bounds == "range_test":
             derived = resolved_spec(tracker) if resumed else None
@@ -171,6 +172,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             highlight=False,
         )
         budgets = {f: spec.search.trials_per_family for f in spec.families}
+        reeval = Reevaluation(spec, tracker, bool(resumed), facts.shared)
         with SweepProgress(budgets, console) as progress:
             result.outcomes = run_search(
                 spec,
@@ -183,14 +185,13 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 iters_per_epoch=facts.iters_per_epoch,
                 data=facts.shared,
                 resume=bool(resumed),
+                on_complete=reeval.start,
             )
         result.search_seconds = time.monotonic() - t0
         log_summary(tracker, result, facts)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
-            result.reevals = reevaluate(
-                spec, result.outcomes, tracker, bar, bool(resumed), facts.shared
-            )
+            result.reevals = reeval.finish(result.outcomes, bar)
         console.print("building the report from MLflow ...", highlight=False)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0
@@ -200,6 +201,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         status = "KILLED"
         raise
     finally:
+        if reeval is not None:
+            reeval.cancel()
         tracker.finish(status)
         if started_ray:
             ray.shutdown()

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,8 @@ class FamilyRuns:
 
 # Live FamilyRuns by search key, then family; the pickled TrialLogger holds only its key.
 _LIVE: dict[str, dict[str, FamilyRuns]] = {}
+# By search key: called once per family when its search is over (``run_search``'s hook).
+_ON_COMPLETE: dict[str, Callable[[str, FamilyOutcome], None]] = {}
 
 
 def error_line(text: str | None) -> str:
@@ -344,6 +347,13 @@ class TrialLogger(tune.Callback):
     def runs(self, trial: Trial) -> FamilyRuns:
         return _LIVE[self.key][trial.config["family"]]
 
+    def _complete(self, live: FamilyRuns) -> None:
+        """Hand each family whose search is over to the hook, once every trial has started."""
+        hook = _ON_COMPLETE.get(self.key)
+        if hook is not None:
+            for family in live.progress.complete_families():
+                hook(family, _LIVE[self.key][family].outcome)
+
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
@@ -351,6 +361,7 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in live.ended:  # finished before a crash; Ray just re-confirms it
             return
         live.progress.trial_started(live.family)
+        self._complete(live)
         if trial.trial_id in live.runs:  # a retried or resumed trial continues its own run
             live.replay(live.runs[trial.trial_id][1], trial.checkpoint)
             return
@@ -424,6 +435,7 @@ class TrialLogger(tune.Callback):
         live.ended.add(trial.trial_id)
         live.outcome.add(name, run_id, status, dict(trial.config), last)
         live.progress.trial_ended(live.family, name, status, epochs, val_acc, note)
+        self._complete(live)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -485,11 +497,14 @@ def run_search(
     iters_per_epoch: int,
     data: Shared | None = None,
     resume: bool = False,
+    on_complete: Callable[[str, FamilyOutcome], None] | None = None,
 ) -> dict[str, FamilyOutcome]:
     """Run every family's search to the end of its budget, ``slots`` trials at a time and at
     most ``limit`` of one family; with ``resume``, continue an interrupted search from Ray's
     experiment state (finished trials are not run again). ``data``: the driver's splits, handed
-    to the trials.
+    to the trials. ``on_complete(family, outcome)``: called (maybe more than once) for each
+    family whose trials have all ended, from the moment no trial waits to start: its top
+    configs are final, and the slots it frees would otherwise idle until the search ends.
 
     One Tuner for all families: its trial actors are reused across families, so the worker
     start-up (imports, the compiled step) is paid once per worker, not once per family."""
@@ -499,6 +514,8 @@ def run_search(
     }
     key = experiment
     _LIVE[key] = families
+    if on_complete is not None:
+        _ON_COMPLETE[key] = on_complete
     path = experiment_path(storage, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -554,6 +571,7 @@ def run_search(
             _reconcile(families, grid)
     finally:
         _LIVE.pop(key, None)
+        _ON_COMPLETE.pop(key, None)
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     for f, outcome in outcomes.items():

@@ -12,6 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+import sweeps.sweep as sweep_module
+from sweeps.reeval import Reevaluation
 from sweeps.spec import load_spec
 from sweeps.sweep import RunOptions, run_sweep
 from sweeps.tracking import TRIAL_STATUSES
@@ -141,10 +143,31 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
         ["search.families=[fixed]", "search.trials_per_family=6", "sampler.name=random",
          "train.epochs=12", "early_stopping.grace_period=3"],
     )  # fmt: skip
+    # The family's re-evaluation starts inside the search, as its last trial ends.
+    searching = [False]
+    started: list[tuple[str, bool]] = []
+    real_search, real_start = sweep_module.run_search, Reevaluation.start
+
+    def search(*args: Any, **kwargs: Any) -> Any:
+        searching[0] = True
+        try:
+            return real_search(*args, **kwargs)
+        finally:
+            searching[0] = False
+
+    def start(self: Reevaluation, family: str, outcome: Any) -> None:
+        started.append((family, searching[0]))
+        real_start(self, family, outcome)
+
+    monkeypatch.setattr(sweep_module, "run_search", search)
+    monkeypatch.setattr(Reevaluation, "start", start)
     result = run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
+    assert started[0] == ("fixed", True), started
     runs = runs_by_role(uri, "digits_lr")
     trials = runs["trial"]
     assert len(trials) == 6
+    assert len(runs["reeval"]) == spec.reeval.top_k * spec.reeval.seeds
+    assert all(0.0 <= r.data.metrics["test_acc"] <= 1.0 for r in runs["reeval"])
     failed_high = [r for r in trials if r.data.tags["sweeps.status"] in ("collapsed", "diverged")]
     assert failed_high, [(r.data.params, r.data.tags["sweeps.status"]) for r in trials]
     for r in failed_high:

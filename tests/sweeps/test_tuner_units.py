@@ -207,3 +207,22 @@ def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
     hist = MlflowClient(tracker.uri).get_metric_history(run, "val_acc")
     assert sorted((m.step, m.value) for m in hist) == [(n, 0.5 + n / 100) for n in range(1, 5)]
     assert live.logged == {run: 4}  # epochs 5 and 6 come when the restored trial reports them
+
+
+def test_families_are_complete_once_every_trial_has_started() -> None:
+    p = SweepProgress({"a": 2, "b": 2}, Console(quiet=True))
+    p.trial_started("a")
+    p.trial_started("a")
+    p.trial_ended("a", "a-001", "completed", 5, 0.7)
+    p.trial_ended("a", "a-002", "stopped", 2, 0.6)
+    p.trial_started("b")
+    assert p.complete_families() == []  # b's second trial has not started: a slot may wait
+    p.trial_started("b")
+    assert p.complete_families() == ["a"]
+    p.trial_retried("b", "b-001", "boom")
+    assert p.complete_families() == []  # the retry waits for a slot again
+    p.trial_started("b")
+    p.trial_ended("b", "b-001", "completed", 5, 0.7)
+    assert p.complete_families() == ["a"]
+    p.trial_ended("b", "b-002", "failed", 1, 0.0)
+    assert p.complete_families() == ["a", "b"]

@@ -22,7 +22,9 @@ from trainables.data import clear_caches, load_splits
 @pytest.fixture()
 def handed(tmp_path: Path, cardio_dataset: dict[str, Any]) -> Any:
     """A 3-epoch cardio trial whose file is gone, and the splits read before it went."""
-    spec = load_spec("cardio_clr", ["train.epochs=3", "early_stopping.name=none", *_dataset_sets(cardio_dataset)])
+    spec = load_spec(
+        "cardio_clr", ["train.epochs=3", "early_stopping.name=none", *_dataset_sets(cardio_dataset)]
+    )
     config = spec.trial_config({"family": "fixed", "base_lr": 0.05}, seed=1)
     read = TrialConfig.model_validate(config).dataset
     splits = load_splits(read)
@@ -39,7 +41,7 @@ def _dataset_sets(dataset: dict[str, Any]) -> list[str]:
 
 def test_retrain_uses_the_handed_splits(handed: Any) -> None:
     config, data = handed
-    with pytest.raises(DataError, match="gone.csv"):
+    with pytest.raises(DataError, match=r"gone\.csv"):
         retrain(config, None)  # the file is gone: without the splits this must fail
     history, test_acc, _ = retrain(config, None, data)
     assert [row["epoch"] for row in history] == [1, 2, 3]
