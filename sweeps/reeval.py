@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from sweeps.progress import TaskProgress
-from sweeps.retrain import Shared, retrain
+from sweeps.retrain import retrain
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.tuner import FamilyOutcome
@@ -51,21 +51,18 @@ def plan(spec: SweepSpec, family: str, outcome: FamilyOutcome) -> list[tuple[Ree
 class Reevaluation:
     """The plan's runs as Ray tasks, each logged as a nested MLflow run (``sweeps.role=reeval``)
     when it returns. A family's runs may ``start`` while the search still runs other families'
-    last trials: Ray gives them the slots that would otherwise idle until the search ends.
-    ``data``: the driver's splits, handed to the workers."""
+    last trials: Ray gives them the slots that would otherwise idle until the search ends."""
 
     def __init__(
         self,
         spec: SweepSpec,
         tracker: SweepTracker,
         resume: bool = False,
-        data: Shared | None = None,
     ) -> None:
         self.spec, self.tracker = spec, tracker
         self.remote = ray.remote(retrain).options(
             num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
         )
-        self.data = ray.put(data)
         # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
         self.logged = {
             (
@@ -86,7 +83,7 @@ class Reevaluation:
         self.started.add(family)
         for run, cfg in plan(self.spec, family, outcome):
             if (run.family, run.rank, run.seed) not in self.logged:
-                ref = self.remote.remote(cfg, self.spec.trainable, self.data)
+                ref = self.remote.remote(cfg, self.spec.trainable)
                 self.pending[ref] = (run, cfg)
 
     def finish(self, outcomes: dict[str, FamilyOutcome], progress: TaskProgress) -> list[ReevalRun]:

@@ -10,23 +10,15 @@ import time
 from typing import Any
 
 from sweeps.custom import load_trainable
-from trainables import DatasetConfig, test_accuracy
-from trainables.data import Splits, preload
-
-# The driver's splits, handed to each worker so that none reads and splits the file again.
-Shared = tuple[DatasetConfig, Splits]
+from trainables import test_accuracy
 
 
-def retrain(
-    config: dict[str, Any], entry: str | None, data: Shared | None = None
-) -> tuple[list[dict[str, Any]], float, float]:
+def retrain(config: dict[str, Any], entry: str | None) -> tuple[list[dict[str, Any]], float, float]:
     """Train ``config`` for the full run, then score the final model on the test split:
     (every reported result, test_acc, seconds).
 
     A custom trainable may report ``test_acc`` itself; otherwise its last checkpoint must hold
     the spec's model weights under ``"model"``, as ``train_loop``'s does."""
-    if data is not None:
-        preload(*data)
     history: list[dict[str, Any]] = []
     final: dict[str, Any] = {}
 

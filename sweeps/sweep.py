@@ -24,7 +24,6 @@ from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
 from sweeps.report import Report, build_and_log
-from sweeps.retrain import Shared
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
 from sweeps.tuner import FamilyOutcome, capacity, run_search
@@ -58,7 +57,6 @@ class SweepResult:
 class DataFacts:
     iters_per_epoch: int
     chance_val_acc: float  # the majority-class rate: where a collapsed net sits
-    shared: Shared  # the splits, handed to every Ray worker: none reads the file again
 
 
 def data_facts(spec: SweepSpec) -> DataFacts:
@@ -68,7 +66,6 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     return DataFacts(
         math.ceil(len(splits.y_train) / spec.train.batch_size),
         majority_rate(splits.y_val),
-        (cfg.dataset, splits),
     )
 
 
@@ -172,7 +169,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             highlight=False,
         )
         budgets = {f: spec.search.trials_per_family for f in spec.families}
-        reeval = Reevaluation(spec, tracker, bool(resumed), facts.shared)
+        reeval = Reevaluation(spec, tracker, bool(resumed))
         with SweepProgress(budgets, console) as progress:
             result.outcomes = run_search(
                 spec,
@@ -183,7 +180,6 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 slots=slots,
                 limit=limit,
                 iters_per_epoch=facts.iters_per_epoch,
-                data=facts.shared,
                 resume=bool(resumed),
                 on_complete=reeval.start,
             )

@@ -14,8 +14,6 @@ import torch
 from ray import tune
 
 from sweeps.custom import load_trainable
-from sweeps.retrain import Shared
-from trainables.data import preload
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
@@ -68,15 +66,11 @@ def ray_trainable(
     shared: dict[str, Any],
     entry: str | None,
     decide_at: Mapping[str, Collection[int]] | None = None,
-    data: Shared | None = None,
 ) -> None:
     """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections,
     trained by ``train_loop`` or the spec's custom ``entry`` (module:function). ``decide_at``:
     per family, the epochs at which its scheduler decides (``tuner.decision_epochs``); a result
-    is sent to Tune at each of them, the epochs since the last one under ``EARLIER``. ``data``:
-    the driver's splits, used in place of reading the dataset's file."""
-    if data is not None:
-        preload(*data)
+    is sent to Tune at each of them, the epochs since the last one under ``EARLIER``."""
     state = None
     history: list[dict[str, Any]] = []
     ckpt = tune.get_checkpoint()

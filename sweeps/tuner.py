@@ -36,7 +36,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FAMILIES, define_by_run, study_seed
 from sweeps.progress import SweepProgress
-from sweeps.retrain import Shared
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, ray_trainable, read_history
@@ -314,7 +313,7 @@ class FamilyRuns:
 
 # Live FamilyRuns by search key, then family; the pickled TrialLogger holds only its key.
 _LIVE: dict[str, dict[str, FamilyRuns]] = {}
-# By search key: called once per family when its search is over (``run_search``'s hook).
+# By search key: run_search's hook, called for each family whose search is over (maybe again).
 _ON_COMPLETE: dict[str, Callable[[str, FamilyOutcome], None]] = {}
 
 
@@ -495,16 +494,15 @@ def run_search(
     slots: int,
     limit: int,
     iters_per_epoch: int,
-    data: Shared | None = None,
     resume: bool = False,
     on_complete: Callable[[str, FamilyOutcome], None] | None = None,
 ) -> dict[str, FamilyOutcome]:
     """Run every family's search to the end of its budget, ``slots`` trials at a time and at
     most ``limit`` of one family; with ``resume``, continue an interrupted search from Ray's
-    experiment state (finished trials are not run again). ``data``: the driver's splits, handed
-    to the trials. ``on_complete(family, outcome)``: called (maybe more than once) for each
-    family whose trials have all ended, from the moment no trial waits to start: its top
-    configs are final, and the slots it frees would otherwise idle until the search ends.
+    experiment state (finished trials are not run again). ``on_complete(family, outcome)`` is
+    called (maybe more than once) for each family whose trials have all ended, from the moment
+    no trial waits to start: its top configs are final, and the slots it frees would otherwise
+    idle until the search ends.
 
     One Tuner for all families: its trial actors are reused across families, so the worker
     start-up (imports, the compiled step) is paid once per worker, not once per family."""
@@ -523,7 +521,6 @@ def run_search(
             shared=spec.trial_config({}, seed=spec.sampler.seed),
             entry=spec.trainable,
             decide_at={f: decision_epochs(spec, f) for f in spec.families},
-            data=data,
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )

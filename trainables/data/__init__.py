@@ -21,20 +21,9 @@ def _arrays(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-# Splits another process loaded and handed over (a Ray worker gets the driver's).
-_PRELOADED: dict[DatasetConfig, Splits] = {}
-
-
-def preload(cfg: DatasetConfig, splits: Splits) -> None:
-    """Let this process use ``splits`` for ``cfg`` instead of reading and splitting the file."""
-    _PRELOADED[cfg] = splits
-
-
 @functools.lru_cache(maxsize=8)
 def load_splits(cfg: DatasetConfig) -> Splits:
     """The dataset's splits on the CPU; read, cleaned and scaled once per process."""
-    if cfg in _PRELOADED:
-        return _PRELOADED[cfg]
     x, y = _arrays(cfg)
     return split_and_scale(x, y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
 
@@ -54,7 +43,6 @@ def clear_caches() -> None:
     """Forget every loaded dataset, so the next load reads the file again (benchmarks time it)."""
     load_splits.cache_clear()
     _on_device.cache_clear()
-    _PRELOADED.clear()
 
 
-__all__ = ["Splits", "cardio", "clear_caches", "load_dataset", "load_splits", "preload"]
+__all__ = ["Splits", "cardio", "clear_caches", "load_dataset", "load_splits"]
