@@ -64,8 +64,7 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     cfg = TrialConfig.model_validate(spec.trial_config({"family": "fixed", "base_lr": 0.1}))
     splits = load_splits(cfg.dataset)
     return DataFacts(
-        math.ceil(len(splits.y_train) / spec.train.batch_size),
-        majority_rate(splits.y_val),
+        math.ceil(len(splits.y_train) / spec.train.batch_size), majority_rate(splits.y_val)
     )
 
 

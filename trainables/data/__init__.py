@@ -15,7 +15,7 @@ from trainables.data.splits import Splits, split_and_scale
 def _arrays(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     if cfg.name == "cardio":
         return cardio.load_arrays(cfg.path, cfg.sha256)
-    from sklearn.datasets import load_digits  # ~2 s of imports a process that never needs it
+    from sklearn.datasets import load_digits  # here: importing trainables skips scikit-learn
 
     x, y = load_digits(return_X_y=True)
     return x.astype(np.float32), y.astype(np.int64)

@@ -25,7 +25,7 @@ import platformdirs
 
 from trainables.errors import DataError
 
-if TYPE_CHECKING:  # pandas is imported where a file is read: a worker handed splits never is
+if TYPE_CHECKING:  # pandas is imported where a file is read, so importing trainables is light
     import pandas as pd
 
 FILENAME = "cardio_train.csv"

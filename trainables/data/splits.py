@@ -34,8 +34,8 @@ _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 def split_and_scale(
     x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> Splits:
-    # Imported here: scikit-learn costs ~2 s of imports, which a Ray worker handed the driver's
-    # splits never needs.
+    # Imported here: scikit-learn costs ~2 s of imports, which a process that never splits a
+    # dataset (the report, --list, a re-evaluation worker until its first run) skips.
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
