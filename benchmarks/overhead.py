@@ -6,14 +6,17 @@ sqlite MLflow store, and prints:
 
 - wall time, the trials' summed training seconds (Σ ``time_total_s`` of their last results, as
   ``train_seconds/<family>`` on the MLflow parent run) and the pure epoch compute (Σ
-  ``epoch_seconds``), the parallel slots, and the overhead share
-  ``1 - train_seconds / (wall x slots)`` for the search alone and for the whole sweep;
+  ``epoch_seconds``, counting the epochs that ride along with a result), the parallel slots,
+  and the overhead share ``1 - train_seconds / (wall x slots)`` for the search alone and for
+  the whole sweep. Re-evaluation runs may start in the search's tail; their seconds count only
+  in the whole sweep's share, so the search's share overstates its overhead by that overlap;
 - the wall time broken into phases that add up to it, timed from outside by wrapping functions
   of ``sweeps`` and ``ray.tune`` (nothing in ``sweeps/`` is edited): Ray start, data facts,
   MLflow setup, the searcher and Tuner build, Tune's controller start, the first trial actor's
   start, the trials (split into epochs, the first trial's start-up on each fresh worker,
   reporting in the worker, the results' round trips to the driver, slots idle between trials),
-  the teardown after the last trial, then the re-evaluation, the report and Ray's shutdown;
+  the teardown after the last trial, then the wait for the re-evaluation, the report and
+  Ray's shutdown;
 - costs inside those phases: experiment checkpoints, driver time per result (ASHA, searcher,
   checkpoint bookkeeping, the TrialLogger hooks), Optuna's suggest per trial, and the start-up
   of a fresh worker's first trial.

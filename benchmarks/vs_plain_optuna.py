@@ -46,13 +46,13 @@ import trainables.data
 from search_spaces import define_by_run
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.sweep import RunOptions, run_sweep
-from sweeps.tuner import make_sampler
+from sweeps.tuner import make_sampler, stops_early
 from trainables import train_loop
 
 
 def pruner(spec: SweepSpec, family: str) -> optuna.pruners.BasePruner:
     """Successive halving with ASHA's rungs: grace period, then x reduction factor."""
-    if spec.early_stopping.name == "none" or spec.grace_period(family) >= spec.train.epochs:
+    if not stops_early(spec, family):
         return optuna.pruners.NopPruner()
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=spec.grace_period(family),

@@ -95,10 +95,16 @@ def make_sampler(spec: SweepSpec, family: str) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
+def stops_early(spec: SweepSpec, family: str) -> bool:
+    """Whether ``family``'s trials are judged before their last epoch (else nothing is left to
+    judge: early stopping is off, or the grace period reaches the end)."""
+    return spec.early_stopping.name != "none" and spec.grace_period(family) < spec.train.epochs
+
+
 def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
+    if not stops_early(spec, family):
+        return FIFOScheduler()
     grace = spec.grace_period(family)
-    if spec.early_stopping.name == "none" or grace >= spec.train.epochs:
-        return FIFOScheduler()  # nothing left to judge before the end
     return ASHAScheduler(
         time_attr="epoch",
         metric=METRIC,
@@ -113,9 +119,9 @@ def make_scheduler(spec: SweepSpec, family: str) -> TrialScheduler:
 def decision_epochs(spec: SweepSpec, family: str) -> tuple[int, ...]:
     """The epochs at which ``make_scheduler(spec, family)`` judges a trial: ASHA's rungs,
     grace x factor^k, as many as Ray's ASHA makes below the last epoch; none without ASHA."""
-    grace = spec.grace_period(family)
-    if spec.early_stopping.name == "none" or grace >= spec.train.epochs:
+    if not stops_early(spec, family):
         return ()
+    grace = spec.grace_period(family)
     factor = spec.early_stopping.reduction_factor
     # Ray's ASHAScheduler counts its rungs with numpy's logs; the same formula gives the same count.
     rungs = int(np.log(spec.train.epochs / grace) / np.log(factor) + 1)
