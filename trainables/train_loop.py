@@ -14,6 +14,8 @@ same in every path.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import os
 import threading
@@ -27,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.sgd import sgd as sgd_update
 
+from trainables import graph_passes, graph_store
 from trainables.config import OptimizerConfig, TrialConfig
 from trainables.data import Splits, load_dataset
 from trainables.graph_passes import small_gemms
@@ -138,7 +141,7 @@ def grad_fn(
     key = ("step", *_arch_key(model, x, y), sgd, cpp_wrapper, gemm_rewrites)
     with _COMPILE_LOCK:
         if key not in _GRAPHS:
-            _GRAPHS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites)
+            _GRAPHS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites, key)
     return _GRAPHS[key]
 
 
@@ -149,6 +152,7 @@ def _compile_grad_fn(
     sgd: bool,
     cpp_wrapper: bool,
     gemm_rewrites: bool,
+    key: tuple[Any, ...],
 ) -> GradFn | None:
     if any(True for _ in model.buffers()):
         return None  # a buffer would be baked into the graph as a constant
@@ -184,8 +188,9 @@ def _compile_grad_fn(
     # rate tensor that the step passes.
     rate_rg = {len(example) - 3: x.new_zeros((), requires_grad=True)} if sgd else {}
     return _compile(
-        flat_sgd if sgd else flat, example, rate_rg, cpp_wrapper, gemm_rewrites, "training step"
-    )
+        flat_sgd if sgd else flat, example, rate_rg, cpp_wrapper, gemm_rewrites,
+        "training step", _stored_key(model, key),
+    )  # fmt: skip
 
 
 def _compile(
@@ -195,9 +200,13 @@ def _compile(
     cpp_wrapper: bool,
     gemm_rewrites: bool,
     what: str,
+    stored: str,
 ) -> GradFn | None:
     """``fn`` traced into one graph (``trace_as`` replaces some example inputs for the trace
-    only), its small GEMMs rewritten, compiled by Inductor; None where that fails."""
+    only), its small GEMMs rewritten, compiled by Inductor; None where that fails. A graph that
+    an earlier process compiled under the key ``stored`` is loaded instead (``graph_store``)."""
+    if cpp_wrapper and (loaded := graph_store.load(stored)) is not None:
+        return loaded
     try:
         # Imported here: Inductor takes seconds to import, and only compiled trials need it.
         from torch._inductor import compile as inductor_compile
@@ -218,8 +227,11 @@ def _compile(
             graph = make_fx(fn)(*traced_with)
         if gemm_rewrites:
             small_gemms(graph)
+        before = graph_store.libraries()
         with inductor_config.patch(cpp_wrapper=cpp_wrapper):
             compiled = inductor_compile(graph, fake)
+        if cpp_wrapper:
+            graph_store.save(stored, before)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
         warnings.warn(
             f"train_loop: compiling the {what} failed, running it eagerly ({exc})",
@@ -227,6 +239,19 @@ def _compile(
         )
         return None
     return _direct(compiled)
+
+
+def _stored_key(model: nn.Module, key: tuple[Any, ...]) -> str:
+    """``graph_store``'s key for a graph of ``model`` cached here under ``key``: the module
+    classes' source joins it where torch does not define them (torch's version covers those)."""
+    sources = [__file__, graph_passes.__file__]
+    names = []
+    for cls in {type(m) for m in model.modules()}:
+        names.append(f"{cls.__module__}.{cls.__qualname__}")
+        if not cls.__module__.startswith("torch."):
+            with contextlib.suppress(TypeError):  # no file holds it: its name only
+                sources.append(inspect.getfile(cls))
+    return graph_store.graph_key((key, sorted(names)), sources)
 
 
 def _direct(compiled: Callable[..., Any]) -> GradFn:
@@ -349,11 +374,13 @@ def eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None
     key = ("eval", *_arch_key(model, x, y))
     with _COMPILE_LOCK:
         if key not in _GRAPHS:
-            _GRAPHS[key] = _compile_eval_fn(model, x, y)
+            _GRAPHS[key] = _compile_eval_fn(model, x, y, key)
     return _GRAPHS[key]
 
 
-def _compile_eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
+def _compile_eval_fn(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, key: tuple[Any, ...]
+) -> GradFn | None:
     if any(True for _ in model.buffers()):
         return None
     names = [n for n, _ in model.named_parameters()]
@@ -363,7 +390,10 @@ def _compile_eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Grad
         return _val_stats(torch.func.functional_call(model, params, (args[-2],)), args[-1])
 
     example = [p.detach() for p in model.parameters()] + [x, y]
-    return _compile(flat, example, {}, cpp_wrapper=True, gemm_rewrites=True, what="val pass")
+    return _compile(
+        flat, example, {}, cpp_wrapper=True, gemm_rewrites=True, what="val pass",
+        stored=_stored_key(model, key),
+    )  # fmt: skip
 
 
 def build_eval(
