@@ -294,7 +294,7 @@ def details(clock: Clock, result: SweepResult) -> dict[str, float]:
 
 def run_once(spec_name: str, overrides: list[str], workdir: Path) -> dict[str, Any]:
     spec = load_spec(spec_name, overrides)
-    trainables.data.clear_caches()  # each run's data facts load the CSV, as the CLI's do
+    trainables.data.clear_caches()  # each run loads its data facts, as the CLI does
     clock = Clock()
     quiet = Console(stderr=True, quiet=True)
     opts = RunOptions(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", storage=str(workdir))

@@ -62,7 +62,7 @@ def pruner(spec: SweepSpec, family: str) -> optuna.pruners.BasePruner:
 
 
 def run_plain(spec: SweepSpec, family: str, n_jobs: int) -> dict[str, float]:
-    trainables.data.clear_caches()  # the script pays its one CSV load, as a user's would
+    trainables.data.clear_caches()  # the script pays its one data load, as a user's would
     space = define_by_run(spec.search, family)
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     finals: list[float] = []

@@ -5,11 +5,11 @@ pass a list-appending fake. ``state`` is a checkpoint (a dict for ``torch.save``
 
 Speed (docs/benchmarks.md, "(a) Epoch time"): an epoch gathers the shuffled training set once and
 slices contiguous batches from it, the optimizer uses torch's fused kernel, and on the CPU a long
-trial gets its loss and gradients from one graph compiled once per process (``grad_fn``): torch's
-own autograd (``torch.func``) traced into a graph, its smallest GEMMs rewritten (``graph_passes``),
-and compiled by Inductor. For plain SGD the graph also applies torch's SGD update. Such a trial's
-val pass is one compiled graph too. The LR schedule, the update rule and the batches are the
-same in every path.
+trial gets its loss and gradients from one graph compiled once per machine (``grad_fn``; later
+processes load it through ``graph_store``): torch's own autograd (``torch.func``) traced into a
+graph, its smallest GEMMs rewritten (``graph_passes``), and compiled by Inductor. For plain SGD
+the graph also applies torch's SGD update. Such a trial's val pass is one compiled graph too. The
+LR schedule, the update rule and the batches are the same in every path.
 """
 
 from __future__ import annotations

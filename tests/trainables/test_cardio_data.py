@@ -113,7 +113,7 @@ def test_malformed_files_are_refused(tmp_path: Path, content: str, needle: str) 
     f = tmp_path / "bad.csv"
     f.write_text(content)
     with pytest.raises(DataError, match=None) as e:
-        cardio.load_arrays(str(f), None)
+        cardio.load_arrays(f)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
 

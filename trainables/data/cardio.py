@@ -176,8 +176,9 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_arrays(path: str | None, sha256: str | None) -> tuple[np.ndarray, np.ndarray]:
-    df = clean(read(locate(path, sha256)))
+def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the located file ``path``, cleaned."""
+    df = clean(read(path))
     if df.empty:
         raise DataError("dataset: no row of the cardio file passes the cleaning rules")
     x = df[list(FEATURES)].to_numpy(dtype=np.float32)

@@ -1,0 +1,69 @@
+"""Finished splits kept on disk, so a fresh process skips reading, cleaning and splitting.
+
+A new Ray worker otherwise imports pandas and scikit-learn and reads the CSV before its first
+epoch: ~2.5 s of every worker on the 2-core dev box (docs/benchmarks.md). The file holds the
+split tensors exactly as ``split_and_scale`` returned them, so a trial trains on the same bits.
+
+The key covers what the splits derive from: the data (the CSV's SHA-256, or the version of the
+bundled set's package), the dataset config, the versions of the libraries that read and split
+it, and the source of the modules that do. A missing or unreadable entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.config import DatasetConfig
+from trainables.data.splits import Splits
+
+_FORMAT = 1
+# The code between the file and the tensors: reading, cleaning, splitting and scaling.
+_SOURCES = ("__init__.py", "cardio.py", "splits.py")
+_PACKAGES = ("numpy", "pandas", "scikit-learn", "torch")
+
+
+def cache_key(cfg: DatasetConfig, data_digest: str) -> str:
+    h = hashlib.sha256()
+    versions = []
+    for name in _PACKAGES:
+        try:
+            versions.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append((name, ""))
+    for part in (_FORMAT, data_digest, cfg.model_dump_json(), versions):
+        h.update(repr(part).encode())
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+def load(folder: Path, key: str) -> Splits | None:
+    """The splits stored under ``key``, or None if there are none or they cannot be read."""
+    try:
+        saved: dict[str, Any] = torch.load(folder / f"{key}.pt", weights_only=True)
+        if saved.pop("format") != _FORMAT:
+            return None
+        return Splits(**saved)
+    except Exception:  # a torn or foreign file fails in torch's unpickler in many ways
+        return None
+
+
+def save(folder: Path, key: str, splits: Splits) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: two workers splitting at once never read half a file.
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": _FORMAT, **dataclasses.asdict(splits)}, f)
+        os.replace(tmp, folder / f"{key}.pt")
+    except OSError:
+        pass  # a read-only or full disk costs later processes the split, nothing more
