@@ -200,12 +200,12 @@ def _compile(
     cpp_wrapper: bool,
     gemm_rewrites: bool,
     what: str,
-    stored: str,
+    stored: str | None,
 ) -> GradFn | None:
     """``fn`` traced into one graph (``trace_as`` replaces some example inputs for the trace
     only), its small GEMMs rewritten, compiled by Inductor; None where that fails. A graph that
     an earlier process compiled under the key ``stored`` is loaded instead (``graph_store``)."""
-    if cpp_wrapper and (loaded := graph_store.load(stored)) is not None:
+    if cpp_wrapper and stored and (loaded := graph_store.load(stored)) is not None:
         return loaded
     try:
         # Imported here: Inductor takes seconds to import, and only compiled trials need it.
@@ -230,7 +230,7 @@ def _compile(
         before = graph_store.libraries()
         with inductor_config.patch(cpp_wrapper=cpp_wrapper):
             compiled = inductor_compile(graph, fake)
-        if cpp_wrapper:
+        if cpp_wrapper and stored:
             graph_store.save(stored, before)
     except Exception as exc:  # no C++ compiler, an unsupported platform: eager is still right
         warnings.warn(
@@ -241,9 +241,10 @@ def _compile(
     return _direct(compiled)
 
 
-def _stored_key(model: nn.Module, key: tuple[Any, ...]) -> str:
+def _stored_key(model: nn.Module, key: tuple[Any, ...]) -> str | None:
     """``graph_store``'s key for a graph of ``model`` cached here under ``key``: the module
-    classes' source joins it where torch does not define them (torch's version covers those)."""
+    classes' source joins it where torch does not define them (torch's version covers those).
+    None, so nothing is stored or loaded, where a source cannot be read."""
     sources = [__file__, graph_passes.__file__]
     names = []
     for cls in {type(m) for m in model.modules()}:
@@ -251,7 +252,10 @@ def _stored_key(model: nn.Module, key: tuple[Any, ...]) -> str:
         if not cls.__module__.startswith("torch."):
             with contextlib.suppress(TypeError):  # no file holds it: its name only
                 sources.append(inspect.getfile(cls))
-    return graph_store.graph_key((key, sorted(names)), sources)
+    try:
+        return graph_store.graph_key((key, sorted(names)), sources)
+    except OSError:
+        return None
 
 
 def _direct(compiled: Callable[..., Any]) -> GradFn:
