@@ -61,11 +61,16 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     as COMPLETE with its truncated value and mislead TPE.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._told: dict[str, int] = {}  # trial_id -> the last epoch reported to Optuna
+
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        # Tune hands the result that ends a trial to this hook alone; the epochs that rode
-        # along with it are intermediate values, as when each epoch was a result of its own.
+        # Tune hands the result that ends a trial to this hook (at times to on_trial_result
+        # too); the epochs that rode along with it are intermediate values, as when each epoch
+        # was a result of its own.
         for row in result.get(EARLIER, ()) if result else ():
             self._report(trial_id, row)
         if not error and result is not None and trial_status(result, False) == "stopped":
@@ -79,8 +84,15 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._report(trial_id, row)
 
     def _report(self, trial_id: str, row: dict[str, Any]) -> None:
+        # Tune may hand a trial's last result to both hooks, and a retried trial repeats the
+        # epochs after its checkpoint: Optuna keeps a step's first value and warns on the CLI
+        # for each later one, so each epoch goes once.
+        epoch = int(row["epoch"])
+        if epoch <= self._told.get(trial_id, 0):
+            return
+        self._told[trial_id] = epoch
         # Optuna's step is the epoch: Ray's would count results, which now come every few epochs.
-        super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: int(row["epoch"])})
+        super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: epoch})
 
     @property
     def study(self) -> optuna.Study | None:

@@ -78,6 +78,26 @@ def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
     assert diverged.value == 0.0  # the finite worst value teaches TPE that the rate failed
 
 
+def test_each_epoch_reaches_optuna_once(recwarn: pytest.WarningsRecorder) -> None:
+    """Tune may hand a trial's last result to on_trial_result and then to on_trial_complete, and a
+    retried trial repeats the epochs after its checkpoint: Optuna would warn for each repeated
+    step (on the CLI's stderr), so each epoch is reported once, with its first value."""
+    s = searcher()
+    s.suggest("t")
+    last = {"val_acc": 0.6, "status": "completed", "epoch": 4, EARLIER: [
+        {"val_acc": 0.52, "epoch": 2}, {"val_acc": 0.55, "epoch": 3},
+    ]}  # fmt: skip
+    s.on_trial_result("t", {"val_acc": 0.5, "epoch": 1})
+    s.on_trial_result("t", {"val_acc": 0.49, "epoch": 1})  # the retry's epoch 1
+    s.on_trial_result("t", last)
+    s.on_trial_complete("t", last)
+    assert not [w for w in recwarn if "already reported" in str(w.message)]
+    assert s.study is not None
+    (trial,) = s.study.trials
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.6
+    assert trial.intermediate_values == {1: 0.5, 2: 0.52, 3: 0.55, 4: 0.6}
+
+
 def test_searcher_pickles_for_tuner_restore() -> None:
     s = searcher()
     s.suggest("a")
