@@ -24,7 +24,8 @@ def _source(cfg: DatasetConfig) -> tuple[Path | None, str]:
     return None, "scikit-learn " + importlib.metadata.version("scikit-learn")
 
 
-def _arrays(cfg: DatasetConfig, path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels: of the cardio file at ``path``, else of scikit-learn's digits."""
     if path is not None:
         return cardio.load_arrays(path)
     from sklearn.datasets import load_digits  # here: importing trainables skips scikit-learn
@@ -42,7 +43,7 @@ def load_splits(cfg: DatasetConfig) -> Splits:
     key = split_cache.cache_key(cfg, digest)
     splits = split_cache.load(folder, key)
     if splits is None:
-        x, y = _arrays(cfg, path)
+        x, y = _arrays(path)
         splits = split_and_scale(x, y, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
         split_cache.save(folder, key, splits)
     return splits
