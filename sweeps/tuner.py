@@ -65,6 +65,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._told: dict[str, int] = {}  # trial_id -> the last epoch reported to Optuna
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A sweep saved by an older sweeps (before _told) still resumes; at worst Optuna warns
+        # once for each epoch it had been told before the stop.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_told", {})
+
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:

@@ -105,6 +105,20 @@ def test_searcher_pickles_for_tuner_restore() -> None:
     assert again.suggest("b")["family"] == "triangular"
 
 
+def test_searcher_saved_before_the_epoch_dedup_still_resumes() -> None:
+    """A sweep stopped under an older sweeps pickled its searchers without ``_told``; --resume
+    with this one must go on reporting, not fail on the missing attribute."""
+    s = searcher()
+    s.suggest("a")
+    del s.__dict__["_told"]
+    old = pickle.dumps(s)
+    again = pickle.loads(old)
+    again.on_trial_result("a", {"val_acc": 0.5, "epoch": 1})
+    again.on_trial_result("a", {"val_acc": 0.4, "epoch": 1})
+    assert again.study is not None
+    assert again.study.trials[0].intermediate_values == {1: 0.5}
+
+
 @pytest.mark.parametrize(
     ("last", "error", "want"),
     [
