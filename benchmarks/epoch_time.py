@@ -187,6 +187,7 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         step_kind: str,
         cpp_wrapper: bool = True,
         gemm_rewrites: bool = True,
+        lean: bool = True,
     ) -> Callable[[], None]:
         model, opt, sched, g = setup(fused)
         loss_fn = nn.CrossEntropyLoss()
@@ -202,7 +203,7 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         if step_kind == "in graph":  # train_loop's: the SGD update inside the compiled graph
             step = build_step(
                 model, opt, x[:bs], y[:bs], compiled=True, cpp_wrapper=cpp_wrapper,
-                gemm_rewrites=gemm_rewrites,
+                gemm_rewrites=gemm_rewrites, lean=lean,
             )  # fmt: skip
         elif step_kind in ("inductor", "torch.compile"):  # gradients compiled, then opt.step()
             params = list(model.parameters())
@@ -210,7 +211,7 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
             compiled: Any
             if step_kind == "inductor":
                 compiled = grad_fn(
-                    model, x[:bs], y[:bs], cpp_wrapper=cpp_wrapper, gemm_rewrites=False
+                    model, x[:bs], y[:bs], cpp_wrapper=cpp_wrapper, gemm_rewrites=False, lean=False
                 )
                 assert compiled is not None
             else:
@@ -272,10 +273,13 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         ("5'. compiled fwd+bwd via torch.compile instead",
          variant(True, "index_select", True, "torch.compile")),
         ("6. + SGD update inside the compiled graph",
-         variant(True, "index_select", True, "in graph", cpp_wrapper=False, gemm_rewrites=False)),
+         variant(True, "index_select", True, "in graph", cpp_wrapper=False, gemm_rewrites=False,
+                 lean=False)),
         ("7. + Inductor's C++ wrapper",
-         variant(True, "index_select", True, "in graph", gemm_rewrites=False)),
-        ("8. + thin and narrow GEMMs rewritten (train_loop)",
+         variant(True, "index_select", True, "in graph", gemm_rewrites=False, lean=False)),
+        ("8. + thin and narrow GEMMs rewritten",
+         variant(True, "index_select", True, "in graph", lean=False)),
+        ("9. + pooled buffers, no per-call input checks (train_loop)",
          variant(True, "index_select", True, "in graph")),
     ]  # fmt: skip
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}

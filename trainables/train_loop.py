@@ -123,12 +123,14 @@ def grad_fn(
     sgd: bool = False,
     cpp_wrapper: bool = True,
     gemm_rewrites: bool = True,
+    lean: bool = True,
 ) -> GradFn | None:
     """The compiled step of ``cross_entropy(model(x), y)`` for ``model``'s architecture and this
     batch shape: ``(*parameters, x, y) -> (loss, *grads)``, or with ``sgd``,
     ``(*parameters, lr, x, y) -> (loss,)`` with torch's plain SGD update applied in place.
     Cached per process, so a trial of the same architecture reuses it for free. None where
-    compiling fails (then the caller trains eagerly).
+    compiling fails (then the caller trains eagerly). The graph does not check its inputs: pass
+    tensors of the example's shapes, contiguous (``build_step`` does).
 
     The gradients are torch's: ``torch.func.grad_and_value`` traced by ``make_fx`` into one graph
     of forward and backward, which Inductor compiles. The weights (and the rate) are inputs, not
@@ -136,12 +138,13 @@ def grad_fn(
     and wrappers cost ~0.1 ms per call here, a third of a step; the traced graph has neither.
     ``cpp_wrapper``: Inductor calls the graph's kernels from C++ rather than from generated Python,
     ~25 us less per step. ``gemm_rewrites``: ``graph_passes.small_gemms``, ~20 us less per cardio
-    step. Both are off only to measure them.
+    step. ``lean``: pooled buffers and no per-call input checks (see ``_compile``). All three are
+    off only to measure them.
     """
-    key = ("step", *_arch_key(model, x, y), sgd, cpp_wrapper, gemm_rewrites)
+    key = ("step", *_arch_key(model, x, y), sgd, cpp_wrapper, gemm_rewrites, lean)
     with _COMPILE_LOCK:
         if key not in _GRAPHS:
-            _GRAPHS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites, key)
+            _GRAPHS[key] = _compile_grad_fn(model, x, y, sgd, cpp_wrapper, gemm_rewrites, lean, key)
     return _GRAPHS[key]
 
 
@@ -152,6 +155,7 @@ def _compile_grad_fn(
     sgd: bool,
     cpp_wrapper: bool,
     gemm_rewrites: bool,
+    lean: bool,
     key: tuple[Any, ...],
 ) -> GradFn | None:
     if any(True for _ in model.buffers()):
@@ -188,7 +192,7 @@ def _compile_grad_fn(
     # rate tensor that the step passes.
     rate_rg = {len(example) - 3: x.new_zeros((), requires_grad=True)} if sgd else {}
     return _compile(
-        flat_sgd if sgd else flat, example, rate_rg, cpp_wrapper, gemm_rewrites,
+        flat_sgd if sgd else flat, example, rate_rg, cpp_wrapper, gemm_rewrites, lean,
         "training step", _stored_key(model, key),
     )  # fmt: skip
 
@@ -199,6 +203,7 @@ def _compile(
     trace_as: Mapping[int, torch.Tensor],
     cpp_wrapper: bool,
     gemm_rewrites: bool,
+    lean: bool,
     what: str,
     stored: str | None,
 ) -> GradFn | None:
@@ -228,7 +233,12 @@ def _compile(
         if gemm_rewrites:
             small_gemms(graph)
         before = graph_store.libraries()
-        with inductor_config.patch(cpp_wrapper=cpp_wrapper):
+        # One pooled allocation per call instead of one per buffer, and no per-call checks of
+        # the inputs' sizes and strides (the callers check them): ~10 % off a cardio step,
+        # the same bits (docs/benchmarks.md).
+        with inductor_config.patch(
+            cpp_wrapper=cpp_wrapper, memory_planning=lean, size_asserts=not lean
+        ):
             compiled = inductor_compile(graph, fake)
         if cpp_wrapper and stored:
             graph_store.save(stored, before)
@@ -298,6 +308,7 @@ def build_step(
     compiled: bool,
     cpp_wrapper: bool = True,
     gemm_rewrites: bool = True,
+    lean: bool = True,
 ) -> Step:
     """One optimizer step on a batch shaped like ``(x, y)``: compiled where asked and possible
     (with plain SGD's update inside the graph, see ``graph_update``), eager for any other shape
@@ -313,17 +324,19 @@ def build_step(
     if not compiled:
         return eager
     in_graph = graph_update(opt)
-    fn = grad_fn(model, x, y, in_graph, cpp_wrapper, gemm_rewrites)
+    fn = grad_fn(model, x, y, in_graph, cpp_wrapper, gemm_rewrites, lean)
     if fn is None:
         return eager
     params = list(model.parameters())
     # Detached aliases share storage with the parameters, so they follow every in-place update
     # (optimizer steps, load_state_dict) and keep autograd out of the compiled call.
     weights = [p.detach() for p in params]
-    rows = x.shape[0]
+    if not all(w.is_contiguous() for w in weights):
+        return eager  # the graph was built for row-major weights and does not check
+    fits = _fits(x, y)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if xb.shape[0] != rows:
+        if not fits(xb, yb):
             return eager(xb, yb)
         loss, *grads = fn(*weights, xb, yb)
         for p, g in zip(params, grads, strict=True):
@@ -341,13 +354,25 @@ def build_step(
     opt.step()
 
     def step_in_graph(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if xb.shape[0] != rows:
+        if not fits(xb, yb):
             return eager(xb, yb)
         lr.fill_(group["lr"])  # the LR schedule's rate for this batch
         loss: torch.Tensor = fn(*weights, lr, xb, yb)[0]
         return loss
 
     return step_in_graph
+
+
+def _fits(x: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], bool]:
+    """Whether a batch has the shapes a graph was built for, ``(x, y)``'s, and is contiguous:
+    the compiled graphs skip Inductor's own checks of their inputs (see ``_compile``), and any
+    other batch (the last, partial one) takes the eager step."""
+    shapes = (x.shape, y.shape)
+
+    def fits(xb: torch.Tensor, yb: torch.Tensor) -> bool:
+        return (xb.shape, yb.shape) == shapes and xb.is_contiguous() and yb.is_contiguous()
+
+    return fits
 
 
 def _val_stats(
@@ -395,7 +420,7 @@ def _compile_eval_fn(
 
     example = [p.detach() for p in model.parameters()] + [x, y]
     return _compile(
-        flat, example, {}, cpp_wrapper=True, gemm_rewrites=True, what="val pass",
+        flat, example, {}, cpp_wrapper=True, gemm_rewrites=True, lean=True, what="val pass",
         stored=_stored_key(model, key),
     )  # fmt: skip
 
@@ -406,9 +431,9 @@ def build_eval(
     """``evaluate(model, x, y)`` as a call without arguments: compiled where asked and possible
     (the val set is the same every epoch, so one graph serves the whole trial)."""
     fn = eval_fn(model, x, y) if compiled else None
-    if fn is None:
-        return lambda: evaluate(model, x, y)
     weights = [p.detach() for p in model.parameters()]  # aliases, see build_step
+    if fn is None or not all(t.is_contiguous() for t in (*weights, x, y)):
+        return lambda: evaluate(model, x, y)  # (the graph does not check its inputs' strides)
 
     def compiled_eval() -> tuple[float, float, int]:
         loss, correct, n_pred = fn(*weights, x, y)

@@ -326,6 +326,57 @@ def test_compiled_steps_equal_torch_optim(weight_decay: float, in_graph: bool) -
     assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(got, start, strict=True))
 
 
+@pytest.mark.parametrize("in_graph", [True, False])
+def test_compiled_step_takes_a_strided_batch_eagerly(in_graph: bool) -> None:
+    """The compiled graphs do not check their inputs' strides (see ``_compile``): a batch of the
+    right shape laid out column-major must give what its row-major copy gives, not a misread."""
+    cfg = TrialConfig.model_validate(
+        digits(optimizer={"name": "sgd", "weight_decay": 0.0 if in_graph else 0.01})
+    )
+    data = load_dataset(cfg.dataset)
+    x, y = data.x_train[:64], data.y_train[:64]
+    # Every other entry of a longer tensor, and a column-major copy: the same values as (x, y).
+    strided = (x.t().contiguous().t(), torch.stack([y, y.flip(0)], dim=1)[:, 0])
+    assert torch.equal(strided[0], x) and torch.equal(strided[1], y)
+    assert not (strided[0].is_contiguous() or strided[1].is_contiguous())
+
+    def weights_after(xb: torch.Tensor, yb: torch.Tensor) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(cfg.model, data.n_features, data.n_classes)
+        opt = build_optimizer(model.parameters(), cfg.optimizer, 0.3)
+        step = build_step(model, opt, x, y, compiled=True)
+        for _ in range(3):
+            step(xb, yb)
+        return [p.detach() for p in model.parameters()]
+
+    if grad_fn(build_model(cfg.model, data.n_features, data.n_classes), x, y, in_graph) is None:
+        pytest.skip("Inductor cannot compile here (no C++ compiler?)")
+    torch.testing.assert_close(weights_after(*strided), weights_after(x, y), atol=1e-5, rtol=1e-5)
+
+
+def test_lean_graph_computes_the_same_bits() -> None:
+    """Pooled buffers and no per-call input checks change how the graph is called, not what it
+    computes: its losses and weights equal those of the graph built without them, bit for bit."""
+    cfg = TrialConfig.model_validate(digits(optimizer={"name": "sgd"}))
+    data = load_dataset(cfg.dataset)
+    x, y = data.x_train[: 64 * 5], data.y_train[: 64 * 5]
+
+    def run(lean: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = build_model(cfg.model, data.n_features, data.n_classes)
+        opt = build_optimizer(model.parameters(), cfg.optimizer, 0.3)
+        step = build_step(model, opt, x[:64], y[:64], compiled=True, lean=lean)
+        losses = [step(xb, yb) for xb, yb in zip(x.split(64), y.split(64), strict=True)]
+        return losses, [p.detach() for p in model.parameters()]
+
+    model = build_model(cfg.model, data.n_features, data.n_classes)
+    if any(grad_fn(model, x[:64], y[:64], True, lean=lean) is None for lean in (True, False)):
+        pytest.skip("Inductor cannot compile here (no C++ compiler?)")
+    (lean_losses, lean_weights), (losses, weights) = run(True), run(False)
+    assert all(torch.equal(a, b) for a, b in zip(lean_losses, losses, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(lean_weights, weights, strict=True))
+
+
 def test_only_stateless_sgd_is_applied_inside_the_graph() -> None:
     params = list(torch.nn.Linear(2, 2).parameters())
     for optimizer, want in [
