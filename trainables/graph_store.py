@@ -15,6 +15,7 @@ library falls back to compiling, which writes the entry again.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import importlib.machinery
@@ -30,6 +31,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from trainables.files import write_atomically
 
 # The suffix of the module names under which Inductor loads a cpp_wrapper library.
 _ENTRY = "inductor_entry_cpp"
@@ -85,17 +88,10 @@ def save(key: str, before: set[str]) -> None:
     path = getattr(sys.modules[name], "__file__", None)
     if not path:
         return
-    entry = {"format": _FORMAT, "module": name, "library": path}
-    folder = store_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Written whole, then renamed: workers compiling the same graph at once never read half.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(entry, f)
-        os.replace(tmp, folder / f"{key}.json")
-    except OSError:
-        pass  # a read-only or full disk costs later processes the compile, nothing more
+    entry = json.dumps({"format": _FORMAT, "module": name, "library": path}).encode()
+    # A read-only or full disk costs later processes the compile, nothing more.
+    with contextlib.suppress(OSError):
+        write_atomically(store_dir() / f"{key}.json", lambda f: f.write(entry))
 
 
 def load(key: str) -> Callable[..., Any] | None:

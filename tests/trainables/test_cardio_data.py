@@ -180,3 +180,18 @@ def test_digits_split_the_same_way() -> None:
     s = load_splits(DatasetConfig(name="digits", val_fraction=0.2, test_fraction=0.2))
     assert s.n_classes == 10 and s.n_features == 64
     assert len(s.y_test) == pytest.approx(0.2 * 1797, abs=1)
+
+
+def test_a_download_that_cannot_be_saved_says_where(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cache folder that cannot be made (here a file stands in its place) is a one-line
+    DataError naming the place, not a traceback."""
+    url, sha = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(DataError, match="could not be saved at") as e:
+        cardio.locate(None, sha, url=url)
+    assert str(cardio.cache_dir() / "cardio_train.csv") in str(e.value)

@@ -104,3 +104,19 @@ def test_the_key_covers_the_data_and_the_config() -> None:
     assert split_cache.cache_key(cfg, "abd") != key
     assert split_cache.cache_key(cfg.model_copy(update={"split_seed": 1}), "abc") != key
     assert split_cache.cache_key(cfg.model_copy(update={"val_fraction": 0.2}), "abc") != key
+
+
+def test_a_full_disk_costs_the_cache_entry_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's writer reports a full disk as RuntimeError: the split is still returned by the
+    caller, nothing is stored, and no temporary file is left behind."""
+    splits_ = load_splits(DatasetConfig(name="digits", val_fraction=0.2, test_fraction=0.2))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    split_cache.save(tmp_path, "k", splits_)
+    assert list(tmp_path.iterdir()) == []
+    assert split_cache.load(tmp_path, "k") is None

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -24,6 +22,7 @@ import numpy as np
 import platformdirs
 
 from trainables.errors import DataError
+from trainables.files import write_atomically
 
 if TYPE_CHECKING:  # pandas is imported where a file is read, so importing trainables is light
     import pandas as pd
@@ -92,11 +91,13 @@ def _download(dest: Path, url: str) -> None:
             data = zf.read(member)
     except zipfile.BadZipFile:
         data = payload  # a plain CSV is fine too; the checksum decides
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a failed download never leaves a half file in the cache.
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
-        tmp.write(data)
-    shutil.move(tmp.name, dest)
+    try:
+        write_atomically(dest, lambda f: f.write(data))  # never a half file in the cache
+    except OSError as exc:
+        raise DataError(
+            f"dataset: the download could not be saved at {dest} ({exc}); free space there, "
+            f"or put {FILENAME} in the folder named by $SWEEPS_DATA_DIR"
+        ) from None
 
 
 def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path:

@@ -11,11 +11,10 @@ it, and the source of the modules that do. A missing or unreadable entry is rebu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 
 from trainables.config import DatasetConfig
 from trainables.data.splits import Splits
+from trainables.files import write_atomically
 
 _FORMAT = 1
 # The code between the file and the tensors: reading, cleaning, splitting and scaling.
@@ -58,12 +58,8 @@ def load(folder: Path, key: str) -> Splits | None:
 
 
 def save(folder: Path, key: str, splits: Splits) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Written whole, then renamed: two workers splitting at once never read half a file.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": _FORMAT, **dataclasses.asdict(splits)}, f)
-        os.replace(tmp, folder / f"{key}.pt")
-    except OSError:
-        pass  # a read-only or full disk costs later processes the split, nothing more
+    saved = {"format": _FORMAT, **dataclasses.asdict(splits)}
+    # A read-only or full disk (torch's writer raises RuntimeError) costs later processes the
+    # split, nothing more; two workers splitting at once never read half a file.
+    with contextlib.suppress(OSError, RuntimeError):
+        write_atomically(folder / f"{key}.pt", lambda f: torch.save(saved, f))
