@@ -103,3 +103,11 @@ LR_SCHEDULES: dict[str, Factory] = {
 def build_lr_schedule(opt: Optimizer, cfg: TrialConfig, iters_per_epoch: int) -> LRScheduler:
     """The per-batch LR schedule of ``cfg.family`` on ``opt`` (built with lr = base_lr)."""
     return LR_SCHEDULES[cfg.family](opt, cfg, iters_per_epoch)
+
+
+def mark_stepped(opt: Optimizer) -> None:
+    """A step of ``opt`` that changes nothing (it has no gradients), for where its updates
+    happen elsewhere (inside a compiled graph) or not at all (a curve drawn from the schedule
+    alone): torch's LR schedule checks once that the optimizer has stepped, and warns if not."""
+    opt.zero_grad(set_to_none=True)
+    opt.step()

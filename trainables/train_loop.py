@@ -33,7 +33,7 @@ from trainables import graph_passes, graph_store
 from trainables.config import OptimizerConfig, TrialConfig
 from trainables.data import Splits, load_dataset
 from trainables.graph_passes import small_gemms
-from trainables.lr_schedules import build_lr_schedule
+from trainables.lr_schedules import build_lr_schedule, mark_stepped
 from trainables.models import build_model
 
 Status = Literal["running", "completed", "diverged", "collapsed"]
@@ -348,10 +348,7 @@ def build_step(
         return step
     group = opt.param_groups[0]
     lr = torch.zeros((), dtype=weights[0].dtype, device=x.device)
-    # With no gradients a no-op; it tells torch's LR schedule that the optimizer has stepped,
-    # which it checks once (and warns otherwise), as the graph's updates bypass opt.step().
-    opt.zero_grad(set_to_none=True)
-    opt.step()
+    mark_stepped(opt)  # the graph's updates bypass opt.step()
 
     def step_in_graph(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         if not fits(xb, yb):
