@@ -234,7 +234,7 @@ def _compile(
             small_gemms(graph)
         before = graph_store.libraries()
         # One pooled allocation per call instead of one per buffer, and no per-call checks of
-        # the inputs' sizes and strides (the callers check them): ~10 % off a cardio step,
+        # the inputs' sizes and strides (the callers check them): ~12 % off a cardio step,
         # the same bits (docs/benchmarks.md).
         with inductor_config.patch(
             cpp_wrapper=cpp_wrapper, memory_planning=lean, size_asserts=not lean
