@@ -15,9 +15,11 @@ In one process, with one torch thread, on the spec's cardio data (triangular2, s
 Every time is given as wall and as CPU time of this process: on a shared machine the wall time
 includes waiting for a core, the CPU time does not. ``--ablation`` adds the changes of issue 7a
 one at a time (training steps only, no val pass), interleaved so that load hits them alike.
+``--lean-ab ROUNDS`` times only the compiled step's graph built lean (pooled buffers, no per-call
+input checks) against without, alternated in one process.
 
     SWEEPS_DATA_DIR=../shared/data python benchmarks/epoch_time.py [--repeats 7] [--fresh-cache]
-        [--ablation] [--device cuda]
+        [--ablation] [--lean-ab ROUNDS] [--device cuda]
 
 ``--device cuda`` times the same loops on a GPU (``gpu_main``).
 """
@@ -296,6 +298,31 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
     ]
 
 
+def lean_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
+    """The compiled step alone (an epoch's full batches a round, plain SGD in the graph), its
+    graph built ``lean`` against without, alternated in one process with the order swapped each
+    round: the median CPU ms of a round for each, and the median of the rounds' ratios."""
+    d = load_splits(cfg.dataset)
+    bs = cfg.train.batch_size
+    full = d.x_train.shape[0] // bs
+    xs, ys = d.x_train[: bs * full].split(bs), d.y_train[: bs * full].split(bs)
+    steps = {}
+    for lean in (True, False):
+        model = build_model(cfg.model, d.n_features, d.n_classes)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr)
+        steps[lean] = build_step(model, opt, xs[0], ys[0], compiled=True, lean=lean)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(rounds + 1):  # the first round warms both up and is not counted
+        for lean in (r % 2 == 0, r % 2 == 1):
+            t = time.thread_time()
+            for xb, yb in zip(xs, ys, strict=True):
+                steps[lean](xb, yb)
+            if r:
+                times[lean].append(time.thread_time() - t)
+    ratio = statistics.median(a / b for a, b in zip(times[True], times[False], strict=True))
+    return statistics.median(times[True]) * 1e3, statistics.median(times[False]) * 1e3, ratio
+
+
 def matmul_rate(size: int = 1024, repeats: int = 7, device: str = "cpu") -> float:
     """Float32 FLOP/s of a square torch.mm, best of ``repeats``: on the CPU single-thread (CPU
     time), on a GPU wall time around synchronized products."""
@@ -378,6 +405,10 @@ def main() -> None:
     )
     p.add_argument("--ablation", action="store_true", help="time the changes one at a time")
     p.add_argument("--device", default="cpu", help="cpu (default) or a CUDA device, e.g. cuda")
+    p.add_argument(
+        "--lean-ab", type=int, metavar="ROUNDS", default=0,
+        help="only this: the compiled step's graph lean against not, ROUNDS alternations",
+    )  # fmt: skip
     args = p.parse_args()
     if args.device != "cpu":
         gpu_main(args.repeats, args.device)
@@ -385,6 +416,14 @@ def main() -> None:
     if args.fresh_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     torch.set_num_threads(1)
+    if args.lean_ab:
+        lean_ms, plain_ms, ratio = lean_ab(trial_config(1), args.lean_ab)
+        print(
+            f"compiled step, one epoch's full batches, medians of {args.lean_ab} alternated "
+            f"rounds (CPU ms): lean {lean_ms:.2f}, not lean {plain_ms:.2f}; median ratio of the "
+            f"rounds {ratio:.3f}"
+        )
+        return
     load0 = os.getloadavg()[0]
     cfg = trial_config(args.repeats + 1)
 
