@@ -396,7 +396,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 def eval_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> GradFn | None:
     """The val pass on ``(x, y)`` compiled for ``model``'s architecture: ``(*parameters, x, y) ->
     (loss, correct, classes predicted)``, the ops of ``evaluate``. Cached per process like
-    ``grad_fn``; None where compiling fails."""
+    ``grad_fn``; None where compiling fails. Like it, unchecked: pass ``(x, y)`` themselves,
+    contiguous (``build_eval`` does)."""
     key = ("eval", *_arch_key(model, x, y))
     with _COMPILE_LOCK:
         if key not in _GRAPHS:

@@ -370,8 +370,16 @@ def test_lean_graph_computes_the_same_bits() -> None:
         return losses, [p.detach() for p in model.parameters()]
 
     model = build_model(cfg.model, data.n_features, data.n_classes)
-    if any(grad_fn(model, x[:64], y[:64], True, lean=lean) is None for lean in (True, False)):
+    graphs = {lean: grad_fn(model, x[:64], y[:64], True, lean=lean) for lean in (True, False)}
+    if None in graphs.values():
         pytest.skip("Inductor cannot compile here (no C++ compiler?)")
+    # The two really differ: only the graph that is not lean checks its inputs' strides.
+    weights_ = [p.detach().clone() for p in model.parameters()]
+    strided_y = torch.stack([y[:64], y[:64]], dim=1)[:, 0]
+    args = (*weights_, torch.zeros(()), x[:64], strided_y)
+    with pytest.raises((AssertionError, RuntimeError)):
+        graphs[False](*args)
+    graphs[True](*args)
     (lean_losses, lean_weights), (losses, weights) = run(True), run(False)
     assert all(torch.equal(a, b) for a, b in zip(lean_losses, losses, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(lean_weights, weights, strict=True))
