@@ -16,10 +16,11 @@ Every time is given as wall and as CPU time of this process: on a shared machine
 includes waiting for a core, the CPU time does not. ``--ablation`` adds the changes of issue 7a
 one at a time (training steps only, no val pass), interleaved so that load hits them alike.
 ``--lean-ab ROUNDS`` times only the compiled step's graph built lean (pooled buffers, no per-call
-input checks) against without, alternated in one process.
+input checks) against without, alternated in one process; ``--rates-ab ROUNDS`` the LR schedule
+stepped through an epoch before its batches (as ``train_loop`` does) against after each batch.
 
     SWEEPS_DATA_DIR=../shared/data python benchmarks/epoch_time.py [--repeats 7] [--fresh-cache]
-        [--ablation] [--lean-ab ROUNDS] [--device cuda]
+        [--ablation] [--lean-ab ROUNDS] [--rates-ab ROUNDS] [--device cuda]
 
 ``--device cuda`` times the same loops on a GPU (``gpu_main``).
 """
@@ -46,7 +47,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from sweeps.spec import load_spec
 from trainables import TrialConfig, train_loop
 from trainables.data import load_splits
-from trainables.lr_schedules import build_lr_schedule
+from trainables.lr_schedules import build_lr_schedule, rates_ahead
 from trainables.models import build_model
 from trainables.train_loop import COMPILE_ENV, Step, build_eval, build_step, evaluate, grad_fn
 
@@ -190,6 +191,7 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
         cpp_wrapper: bool = True,
         gemm_rewrites: bool = True,
         lean: bool = True,
+        ahead: bool = False,
     ) -> Callable[[], None]:
         model, opt, sched, g = setup(fused)
         loss_fn = nn.CrossEntropyLoss()
@@ -252,6 +254,14 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
                 xs, ys = x.index_select(0, perm), y.index_select(0, perm)
                 batches = list(zip(xs.split(bs), ys.split(bs), strict=True))
             losses, total = [], torch.zeros(())
+            if ahead:
+                rates, after = rates_ahead(sched, iters)
+                for (xb, yb), rate in zip(batches, rates, strict=True):
+                    opt.param_groups[0]["lr"] = rate
+                    losses.append(step(xb, yb))
+                opt.param_groups[0]["lr"] = after
+                torch.stack(losses).sum().item()
+                return
             for xb, yb in batches:
                 loss = step(xb, yb)
                 sched.step()
@@ -281,8 +291,10 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
          variant(True, "index_select", True, "in graph", gemm_rewrites=False, lean=False)),
         ("8. + thin and narrow GEMMs rewritten",
          variant(True, "index_select", True, "in graph", lean=False)),
-        ("9. + pooled buffers, no per-call input checks (train_loop)",
+        ("9. + pooled buffers, no per-call input checks",
          variant(True, "index_select", True, "in graph")),
+        ("10. + the LR schedule stepped through the epoch before its batches (train_loop)",
+         variant(True, "index_select", True, "in graph", ahead=True)),
     ]  # fmt: skip
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
     for _, fn in variants:
@@ -298,29 +310,76 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
     ]
 
 
-def lean_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
-    """The compiled step alone (an epoch's full batches a round, plain SGD in the graph), its
-    graph built ``lean`` against without, alternated in one process with the order swapped each
-    round: the median CPU ms of a round for each, and the median of the rounds' ratios."""
+def alternate(
+    rounds: int, a: Callable[[], None], b: Callable[[], None]
+) -> tuple[float, float, float]:
+    """``a`` and ``b`` alternated in this process, the order swapped each round, after one
+    uncounted round that warms both up: the median CPU ms of each, and the median of the
+    rounds' ratios a / b (on this noisy box only ratios taken side by side are read)."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(rounds + 1):
+        for first in (r % 2 == 0, r % 2 == 1):
+            t = time.thread_time()
+            (a if first else b)()
+            if r:
+                times[first].append(time.thread_time() - t)
+    ratio = statistics.median(x / y for x, y in zip(times[True], times[False], strict=True))
+    return statistics.median(times[True]) * 1e3, statistics.median(times[False]) * 1e3, ratio
+
+
+def _full_batches(cfg: TrialConfig) -> tuple[Any, list[torch.Tensor], list[torch.Tensor]]:
     d = load_splits(cfg.dataset)
     bs = cfg.train.batch_size
     full = d.x_train.shape[0] // bs
-    xs, ys = d.x_train[: bs * full].split(bs), d.y_train[: bs * full].split(bs)
-    steps = {}
+    return d, list(d.x_train[: bs * full].split(bs)), list(d.y_train[: bs * full].split(bs))
+
+
+def lean_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
+    """The compiled step alone (an epoch's full batches a round, plain SGD in the graph), its
+    graph built ``lean`` against without (``alternate``)."""
+    d, xs, ys = _full_batches(cfg)
+    loops = []
     for lean in (True, False):
         model = build_model(cfg.model, d.n_features, d.n_classes)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr)
-        steps[lean] = build_step(model, opt, xs[0], ys[0], compiled=True, lean=lean)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for r in range(rounds + 1):  # the first round warms both up and is not counted
-        for lean in (r % 2 == 0, r % 2 == 1):
-            t = time.thread_time()
+        step = build_step(model, opt, xs[0], ys[0], compiled=True, lean=lean)
+
+        def loop(step: Step = step) -> None:
             for xb, yb in zip(xs, ys, strict=True):
-                steps[lean](xb, yb)
-            if r:
-                times[lean].append(time.thread_time() - t)
-    ratio = statistics.median(a / b for a, b in zip(times[True], times[False], strict=True))
-    return statistics.median(times[True]) * 1e3, statistics.median(times[False]) * 1e3, ratio
+                step(xb, yb)
+
+        loops.append(loop)
+    return alternate(rounds, *loops)
+
+
+def rates_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
+    """The compiled step on an epoch's full batches with its LR schedule (``cfg``'s), the
+    schedule stepped through the epoch before the batches (``rates_ahead``, as ``train_loop``
+    does) against once after each batch (``alternate``)."""
+    d, xs, ys = _full_batches(cfg)
+
+    def setup() -> tuple[Step, Any, dict[str, Any]]:
+        model = build_model(cfg.model, d.n_features, d.n_classes)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr)
+        schedule = build_lr_schedule(opt, cfg, len(xs))
+        return build_step(model, opt, xs[0], ys[0], compiled=True), schedule, opt.param_groups[0]
+
+    step_a, schedule_a, group = setup()
+    step_b, schedule_b, _ = setup()
+
+    def ahead() -> None:
+        rates, after = rates_ahead(schedule_a, len(xs))
+        for xb, yb, rate in zip(xs, ys, rates, strict=True):
+            group["lr"] = rate
+            step_a(xb, yb)
+        group["lr"] = after
+
+    def after_each() -> None:
+        for xb, yb in zip(xs, ys, strict=True):
+            step_b(xb, yb)
+            schedule_b.step()
+
+    return alternate(rounds, ahead, after_each)
 
 
 def matmul_rate(size: int = 1024, repeats: int = 7, device: str = "cpu") -> float:
@@ -409,6 +468,14 @@ def main() -> None:
         "--lean-ab", type=int, metavar="ROUNDS", default=0,
         help="only this: the compiled step's graph lean against not, ROUNDS alternations",
     )  # fmt: skip
+    p.add_argument(
+        "--rates-ab",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="only this: the LR schedule stepped ahead of an epoch's batches against after "
+        "each, ROUNDS alternations",
+    )
     args = p.parse_args()
     if args.device != "cpu":
         gpu_main(args.repeats, args.device)
@@ -416,13 +483,18 @@ def main() -> None:
     if args.fresh_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     torch.set_num_threads(1)
-    if args.lean_ab:
-        lean_ms, plain_ms, ratio = lean_ab(trial_config(1), args.lean_ab)
-        print(
-            f"compiled step, one epoch's full batches, medians of {args.lean_ab} alternated "
-            f"rounds (CPU ms): lean {lean_ms:.2f}, not lean {plain_ms:.2f}; median ratio of the "
-            f"rounds {ratio:.3f}"
-        )
+    for rounds, fn, what, a, b in (
+        (args.lean_ab, lean_ab, "compiled step", "lean", "not lean"),
+        (args.rates_ab, rates_ab, "compiled step and LR schedule", "ahead", "after each batch"),
+    ):
+        if rounds:
+            a_ms, b_ms, ratio = fn(trial_config(1), rounds)
+            print(
+                f"{what}, one epoch's full batches, medians of {rounds} alternated rounds "
+                f"(CPU ms): {a} {a_ms:.2f}, {b} {b_ms:.2f}; median ratio of the rounds "
+                f"{ratio:.3f}"
+            )
+    if args.lean_ab or args.rates_ab:
         return
     load0 = os.getloadavg()[0]
     cfg = trial_config(args.repeats + 1)

@@ -29,7 +29,7 @@ from sweeps.errors import SweepsError
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, redact, resolve_uri
 from trainables import TrialConfig, build_lr_schedule
-from trainables.lr_schedules import mark_stepped
+from trainables.lr_schedules import mark_stepped, rates_ahead
 
 # A download bar per spec.yaml would clutter the sweep's own progress output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -264,13 +264,8 @@ def _lr_curve(spec: SweepSpec, params: dict[str, str], iters: int) -> list[float
     cfg = TrialConfig.model_validate(spec.trial_config({"family": params["family"], **typed}))
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.base_lr)
     schedule = build_lr_schedule(opt, cfg, iters)
-    # Once, not per batch: a real step would add ~40 us of torch.optim's Python each.
-    mark_stepped(opt)
-    curve = []
-    for _ in range(spec.train.epochs * iters):
-        curve.append(float(opt.param_groups[0]["lr"]))
-        schedule.step()
-    return curve
+    mark_stepped(opt)  # no real steps: the curve is the schedule's alone
+    return [float(r) for r in rates_ahead(schedule, spec.train.epochs * iters)[0]]
 
 
 def draw(report: Report, out: Path) -> dict[str, Path]:

@@ -111,3 +111,20 @@ def mark_stepped(opt: Optimizer) -> None:
     alone): torch's LR schedule checks once that the optimizer has stepped, and warns if not."""
     opt.zero_grad(set_to_none=True)
     opt.step()
+
+
+def rates_ahead(schedule: LRScheduler, batches: int) -> tuple[list[float], float]:
+    """Step ``schedule`` through the next ``batches`` batches at once: the rate of each batch,
+    and the rate it leaves the optimizer at after the last. The caller sets each batch's rate
+    (``param_groups[0]["lr"]``) before its step, then the rate after; the schedule sees the same
+    sequence of rates as when stepped after each batch. One parameter group only.
+
+    Why ahead: a cardio epoch's 138 steps of torch's schedule take ~1 ms in a row, and 1.5-3 ms
+    more when each follows a compiled step, whose kernels leave the caches cold for the
+    schedule's Python (``benchmarks/epoch_time.py --rates-ab``)."""
+    (group,) = schedule.optimizer.param_groups
+    rates = []
+    for _ in range(batches):
+        rates.append(group["lr"])
+        schedule.step()
+    return rates, group["lr"]

@@ -33,7 +33,7 @@ from trainables import graph_passes, graph_store
 from trainables.config import OptimizerConfig, TrialConfig
 from trainables.data import Splits, load_dataset
 from trainables.graph_passes import small_gemms
-from trainables.lr_schedules import build_lr_schedule, mark_stepped
+from trainables.lr_schedules import build_lr_schedule, mark_stepped, rates_ahead
 from trainables.models import build_model
 
 Status = Literal["running", "completed", "diverged", "collapsed"]
@@ -493,6 +493,7 @@ def train_loop(
     bs = cfg.train.batch_size
     iters = math.ceil(n / bs)
     lr_schedule = build_lr_schedule(opt, cfg, iters)
+    mark_stepped(opt)  # the schedule runs ahead of the optimizer's first step
     collapse = _CollapseWatch(majority_rate(data.y_val), cfg.train.collapse_patience)
     best = 0.0
     start = 0
@@ -514,19 +515,23 @@ def train_loop(
     # Rows per batch, to weight each batch's mean loss into the epoch's mean.
     sizes = torch.full((iters,), float(bs), device=device)
     sizes[-1] = n - (iters - 1) * bs
+    # After load_state_dict, which replaces the optimizer's groups: rates_ahead's rate goes here.
+    (group,) = opt.param_groups
     for epoch in range(start + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        lr = opt.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=shuffle).to(device)
         # One gather per epoch (index_select: 3x faster than x[perm]); every batch is then a
         # contiguous view, with the same rows in the same order as indexing by a slice of perm.
         xs = data.x_train.index_select(0, perm).split(bs)
         ys = data.y_train.index_select(0, perm).split(bs)
+        rates, after = rates_ahead(lr_schedule, iters)
+        lr = rates[0]
         losses = []
-        for xb, yb in zip(xs, ys, strict=True):
+        for xb, yb, rate in zip(xs, ys, rates, strict=True):
+            group["lr"] = rate
             losses.append(step(xb, yb))
-            lr_schedule.step()
+        group["lr"] = after
         train_loss = torch.dot(torch.stack(losses), sizes).item() / n
         model.eval()
         val_loss, val_acc, n_pred = evaluate_val()

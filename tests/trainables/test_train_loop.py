@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 from torch.optim.lr_scheduler import CyclicLR
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from trainables import TrialConfig, build_model, train_loop
+from trainables import TrialConfig, build_lr_schedule, build_model, train_loop
 from trainables.config import ModelConfig
 from trainables.data import load_dataset
 from trainables.train_loop import (
@@ -106,6 +107,45 @@ def test_six_epochs_equal_three_checkpoint_restore_three(
     for k in w_straight:
         torch.testing.assert_close(w_resumed[k], w_straight[k], atol=1e-6, rtol=0)
     assert second.rows[-1]["val_acc"] == pytest.approx(straight.rows[-1]["val_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("family_kw", [TRI2, SGDR, ONE_CYCLE, {"family": "fixed"}])
+def test_every_step_takes_the_rate_of_a_schedule_stepped_after_each_batch(
+    family_kw: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train_loop steps the LR schedule through each epoch before its batches; the optimizer
+    must still see, batch by batch and across epochs, the rates of the schedule stepped after
+    every batch, and end each epoch (its ``lr`` metric, its checkpoint) where that one would."""
+    monkeypatch.setenv(COMPILE_ENV, "never")  # eager: every batch goes through opt.step()
+    cfg = TrialConfig.model_validate(digits(train={"epochs": 3, "batch_size": 64}, **family_kw))
+    seen: list[float] = []
+
+    def record(opt: torch.optim.Optimizer, *_: Any) -> None:
+        if any(p.grad is not None for g in opt.param_groups for p in g["params"]):
+            seen.append(opt.param_groups[0]["lr"])  # not mark_stepped's step without gradients
+
+    out = Recorder()
+    hook = register_optimizer_step_pre_hook(record)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's "schedule stepped before the optimizer"
+            train_loop(cfg, out)
+    finally:
+        hook.remove()
+
+    iters = -(-load_dataset(cfg.dataset).x_train.shape[0] // 64)
+    opt = build_optimizer(torch.nn.Linear(2, 2).parameters(), cfg.optimizer, cfg.base_lr)
+    schedule = build_lr_schedule(opt, cfg, iters)
+    want = []
+    for _ in range(3 * iters):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    want.append(opt.param_groups[0]["lr"])  # after the last batch
+    assert seen == want[:-1]
+    assert [r["lr"] for r in out.rows] == want[: 3 * iters : iters]
+    assert out.states[-1]["optimizer"]["param_groups"][0]["lr"] == want[-1]
+    assert len(set(seen)) == 1 if family_kw["family"] == "fixed" else len(set(seen)) > iters
 
 
 def test_high_rate_adam_collapses_before_the_last_epoch() -> None:
