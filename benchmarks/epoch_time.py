@@ -47,9 +47,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from sweeps.spec import load_spec
 from trainables import TrialConfig, train_loop
 from trainables.data import load_splits
-from trainables.lr_schedules import build_lr_schedule, rates_ahead
+from trainables.lr_schedules import build_lr_schedule
 from trainables.models import build_model
-from trainables.train_loop import COMPILE_ENV, Step, build_eval, build_step, evaluate, grad_fn
+from trainables.train_loop import (
+    COMPILE_ENV,
+    Step,
+    build_eval,
+    build_step,
+    evaluate,
+    grad_fn,
+    run_batches,
+)
 
 POINT = {"family": "triangular2", "base_lr": 0.01, "max_lr": 0.3, "step_size_epochs": 2}
 
@@ -255,12 +263,8 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
                 batches = list(zip(xs.split(bs), ys.split(bs), strict=True))
             losses, total = [], torch.zeros(())
             if ahead:
-                rates, after = rates_ahead(sched, iters)
-                for (xb, yb), rate in zip(batches, rates, strict=True):
-                    opt.param_groups[0]["lr"] = rate
-                    losses.append(step(xb, yb))
-                opt.param_groups[0]["lr"] = after
-                torch.stack(losses).sum().item()
+                xbs, ybs = zip(*batches, strict=True)
+                torch.stack(run_batches(step, sched, xbs, ybs)).sum().item()
                 return
             for xb, yb in batches:
                 loss = step(xb, yb)
@@ -354,25 +358,21 @@ def lean_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
 
 def rates_ab(cfg: TrialConfig, rounds: int) -> tuple[float, float, float]:
     """The compiled step on an epoch's full batches with its LR schedule (``cfg``'s), the
-    schedule stepped through the epoch before the batches (``rates_ahead``, as ``train_loop``
+    schedule stepped through the epoch before the batches (``run_batches``, as ``train_loop``
     does) against once after each batch (``alternate``)."""
     d, xs, ys = _full_batches(cfg)
 
-    def setup() -> tuple[Step, Any, dict[str, Any]]:
+    def setup() -> tuple[Step, Any]:
         model = build_model(cfg.model, d.n_features, d.n_classes)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.base_lr)
         schedule = build_lr_schedule(opt, cfg, len(xs))
-        return build_step(model, opt, xs[0], ys[0], compiled=True), schedule, opt.param_groups[0]
+        return build_step(model, opt, xs[0], ys[0], compiled=True), schedule
 
-    step_a, schedule_a, group = setup()
-    step_b, schedule_b, _ = setup()
+    step_a, schedule_a = setup()
+    step_b, schedule_b = setup()
 
     def ahead() -> None:
-        rates, after = rates_ahead(schedule_a, len(xs))
-        for xb, yb, rate in zip(xs, ys, rates, strict=True):
-            group["lr"] = rate
-            step_a(xb, yb)
-        group["lr"] = after
+        run_batches(step_a, schedule_a, xs, ys)
 
     def after_each() -> None:
         for xb, yb in zip(xs, ys, strict=True):

@@ -119,9 +119,9 @@ def rates_ahead(schedule: LRScheduler, batches: int) -> tuple[list[float], float
     (``param_groups[0]["lr"]``) before its step, then the rate after; the schedule sees the same
     sequence of rates as when stepped after each batch. One parameter group only.
 
-    Why ahead: a cardio epoch's 138 steps of torch's schedule take ~1 ms in a row, and 1.5-3 ms
-    more when each follows a compiled step, whose kernels leave the caches cold for the
-    schedule's Python (``benchmarks/epoch_time.py --rates-ab``)."""
+    Why ahead: a cardio epoch's 138 steps of torch's schedule take 0.9-1.5 ms in a row, and
+    1.5-3.3 ms more when each follows a compiled step, whose kernels leave the caches cold for
+    the schedule's Python (``benchmarks/epoch_time.py --rates-ab``)."""
     (group,) = schedule.optimizer.param_groups
     rates = []
     for _ in range(batches):

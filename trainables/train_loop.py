@@ -21,12 +21,13 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.sgd import sgd as sgd_update
 
 from trainables import graph_passes, graph_store
@@ -440,6 +441,22 @@ def build_eval(
     return compiled_eval
 
 
+def run_batches(
+    step: Step, schedule: LRScheduler, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """One epoch's steps, the loss of each: ``schedule`` is stepped through the epoch first
+    (``rates_ahead``), then each batch steps at its rate; the optimizer ends at the rate after
+    the last batch, where stepping the schedule after each batch would leave it."""
+    rates, after = rates_ahead(schedule, len(xs))
+    (group,) = schedule.optimizer.param_groups  # read now: load_state_dict replaces the groups
+    losses = []
+    for xb, yb, rate in zip(xs, ys, rates, strict=True):
+        group["lr"] = rate
+        losses.append(step(xb, yb))
+    group["lr"] = after
+    return losses
+
+
 def majority_rate(y: torch.Tensor) -> float:
     return float(torch.bincount(y).max().item() / y.numel())
 
@@ -515,8 +532,6 @@ def train_loop(
     # Rows per batch, to weight each batch's mean loss into the epoch's mean.
     sizes = torch.full((iters,), float(bs), device=device)
     sizes[-1] = n - (iters - 1) * bs
-    # After load_state_dict, which replaces the optimizer's groups: rates_ahead's rate goes here.
-    (group,) = opt.param_groups
     for epoch in range(start + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -525,13 +540,8 @@ def train_loop(
         # contiguous view, with the same rows in the same order as indexing by a slice of perm.
         xs = data.x_train.index_select(0, perm).split(bs)
         ys = data.y_train.index_select(0, perm).split(bs)
-        rates, after = rates_ahead(lr_schedule, iters)
-        lr = rates[0]
-        losses = []
-        for xb, yb, rate in zip(xs, ys, rates, strict=True):
-            group["lr"] = rate
-            losses.append(step(xb, yb))
-        group["lr"] = after
+        lr = opt.param_groups[0]["lr"]
+        losses = run_batches(step, lr_schedule, xs, ys)
         train_loss = torch.dot(torch.stack(losses), sizes).item() / n
         model.eval()
         val_loss, val_acc, n_pred = evaluate_val()
