@@ -322,11 +322,11 @@ def alternate(
     rounds' ratios a / b (on this noisy box only ratios taken side by side are read)."""
     times: dict[bool, list[float]] = {True: [], False: []}
     for r in range(rounds + 1):
-        for first in (r % 2 == 0, r % 2 == 1):
+        for is_a in (r % 2 == 0, r % 2 == 1):
             t = time.thread_time()
-            (a if first else b)()
+            (a if is_a else b)()
             if r:
-                times[first].append(time.thread_time() - t)
+                times[is_a].append(time.thread_time() - t)
     ratio = statistics.median(x / y for x, y in zip(times[True], times[False], strict=True))
     return statistics.median(times[True]) * 1e3, statistics.median(times[False]) * 1e3, ratio
 

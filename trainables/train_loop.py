@@ -535,12 +535,12 @@ def train_loop(
     for epoch in range(start + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        lr = opt.param_groups[0]["lr"]
         perm = torch.randperm(n, generator=shuffle).to(device)
         # One gather per epoch (index_select: 3x faster than x[perm]); every batch is then a
         # contiguous view, with the same rows in the same order as indexing by a slice of perm.
         xs = data.x_train.index_select(0, perm).split(bs)
         ys = data.y_train.index_select(0, perm).split(bs)
-        lr = opt.param_groups[0]["lr"]
         losses = run_batches(step, lr_schedule, xs, ys)
         train_loss = torch.dot(torch.stack(losses), sizes).item() / n
         model.eval()
