@@ -261,11 +261,11 @@ def ablation(cfg: TrialConfig, repeats: int) -> list[tuple[str, float, float]]:
             else:
                 xs, ys = x.index_select(0, perm), y.index_select(0, perm)
                 batches = list(zip(xs.split(bs), ys.split(bs), strict=True))
-            losses, total = [], torch.zeros(())
             if ahead:
                 xbs, ybs = zip(*batches, strict=True)
                 torch.stack(run_batches(step, sched, xbs, ybs)).sum().item()
                 return
+            losses, total = [], torch.zeros(())
             for xb, yb in batches:
                 loss = step(xb, yb)
                 sched.step()
