@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -28,8 +27,8 @@ from sweeps import plots, stats
 from sweeps.errors import SweepsError
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, redact, resolve_uri
-from trainables import TrialConfig, build_lr_schedule
-from trainables.lr_schedules import mark_stepped, rates_ahead
+from trainables import TrialConfig
+from trainables.lr_schedules import schedule_rates
 
 # A download bar per spec.yaml would clutter the sweep's own progress output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -262,10 +261,7 @@ def _lr_curve(spec: SweepSpec, params: dict[str, str], iters: int) -> list[float
     }
     typed.update({k: int(v) for k, v in params.items() if k in ("step_size_epochs", "t_mult")})
     cfg = TrialConfig.model_validate(spec.trial_config({"family": params["family"], **typed}))
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.base_lr)
-    schedule = build_lr_schedule(opt, cfg, iters)
-    mark_stepped(opt)  # no real steps: the curve is the schedule's alone
-    return [float(r) for r in rates_ahead(schedule, spec.train.epochs * iters)[0]]
+    return schedule_rates(cfg, iters)
 
 
 def draw(report: Report, out: Path) -> dict[str, Path]:

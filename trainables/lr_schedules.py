@@ -6,6 +6,7 @@ the step size in iterations.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -107,10 +108,33 @@ def build_lr_schedule(opt: Optimizer, cfg: TrialConfig, iters_per_epoch: int) ->
 
 def mark_stepped(opt: Optimizer) -> None:
     """A step of ``opt`` that changes nothing (it has no gradients), for where its updates
-    happen elsewhere (inside a compiled graph) or not at all (a curve drawn from the schedule
-    alone): torch's LR schedule checks once that the optimizer has stepped, and warns if not."""
+    happen elsewhere (inside a compiled graph): torch's LR schedule checks once that the
+    optimizer has stepped, and warns if not."""
     opt.zero_grad(set_to_none=True)
     opt.step()
+
+
+class _RatesOnly(Optimizer):
+    """One group with a rate and no parameters, and a step that does nothing: all an LR schedule
+    reads. ``Optimizer.__init__`` is skipped on purpose: its parameter-group setup imports
+    ``torch._dynamo`` (~3 s on a 2-vCPU box), which a curve that trains nothing has no use for."""
+
+    def __init__(self, lr: float) -> None:
+        self.defaults = {"lr": lr}
+        self.state = defaultdict(dict)
+        self.param_groups = [{"params": [], "lr": lr}]
+
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closures
+        return None
+
+
+def schedule_rates(cfg: TrialConfig, iters_per_epoch: int) -> list[float]:
+    """The rate of every batch of ``cfg``'s whole run under its LR schedule, as a trial that
+    steps the schedule after each batch sees them (for drawing; nothing is trained)."""
+    opt = _RatesOnly(cfg.base_lr)
+    schedule = build_lr_schedule(opt, cfg, iters_per_epoch)
+    opt.step()  # torch's schedule warns unless the optimizer stepped before its own first step
+    return [float(r) for r in rates_ahead(schedule, cfg.train.epochs * iters_per_epoch)[0]]
 
 
 def rates_ahead(schedule: LRScheduler, batches: int) -> tuple[list[float], float]:

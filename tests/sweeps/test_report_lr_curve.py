@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -44,3 +47,24 @@ def test_curve_is_what_a_trial_steps_through(family: str) -> None:
     if family == "triangular":  # up for 2 epochs, down for 2
         assert got[0] == pytest.approx(0.01) and max(got) == pytest.approx(0.3)
         assert got.index(max(got)) == 2 * iters
+
+
+def test_curves_leave_torch_dynamo_unimported() -> None:
+    # A torch optimizer's set-up imports torch._dynamo (~3 s of the report on a 2-vCPU box):
+    # the report trains nothing, so drawing its curves must not pay for it. A fresh process,
+    # since this one may have imported it already.
+    script = (
+        "import sys\n"
+        "from sweeps.report import _lr_curve\n"
+        "from sweeps.spec import load_spec\n"
+        f"params = {PARAMS!r}\n"
+        "spec = load_spec('cardio_clr', [])\n"
+        "for family, p in params.items():\n"
+        "    assert len(_lr_curve(spec, {'family': family, **p}, 7)) == spec.train.epochs * 7\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "False"
