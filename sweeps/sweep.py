@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -18,8 +15,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from sweeps.cluster import check_resources, start_ray
 from sweeps.custom import load_trainable
-from sweeps.errors import SweepsError, first_line
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
@@ -66,54 +63,6 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     return DataFacts(
         math.ceil(len(splits.y_train) / spec.train.batch_size), majority_rate(splits.y_val)
     )
-
-
-def check_reachable(address: str) -> None:
-    """Fail in seconds on a dead GCS address; ray.init would keep retrying for minutes."""
-    if address == "auto" or "://" in address:
-        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
-            pass
-    except (OSError, ValueError) as exc:
-        raise SweepsError(
-            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
-            f"head's GCS), but {exc.strerror or exc if isinstance(exc, OSError) else exc}"
-        ) from None
-
-
-def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:
-    """A trial asking for more than the cluster has would wait forever: refuse it up front."""
-    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
-        have = resources.get(key, 0.0)
-        if need > 0 and need > have:
-            raise SweepsError(
-                f"resources.{key.lower()}: a trial's share must fit the cluster, but got "
-                f"({key.lower()}={need:g}, the cluster has {have:g})"
-            )
-
-
-def start_ray(address: str | None) -> bool:
-    """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_reachable(address)
-    common = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address:
-        try:
-            ray.init(address=address, **common)  # type: ignore[arg-type]
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SweepsError(
-                f"--address: the Ray cluster at {address!r} must be reachable, but "
-                f"{first_line(exc)}"
-            ) from None
-        return False
-    # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.
-    ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **common)  # type: ignore[arg-type]
-    return True
 
 
 def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:

@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.entities import Run
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -45,6 +47,13 @@ def resolve_uri(cli_value: str | None) -> str:
     if uri == DEFAULT_TRACKING_URI:  # absolute, so the printed `mlflow ui` works anywhere
         return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     return uri
+
+
+def preload_store(uri: str) -> None:
+    """Import the code of a database store (SQLAlchemy, Alembic's migrations: ~1.2 s) ahead of
+    opening ``uri``, which then costs only the store's own work; other stores load quickly."""
+    if urlparse(uri).scheme.partition("+")[0] in DATABASE_ENGINES:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def ui_hint(uri: str) -> str:

@@ -1,0 +1,63 @@
+"""Ray for a sweep: join a cluster or start a local instance, and check that a trial fits it.
+
+Imports Ray alone, so that the CLI can start Ray while it imports the rest of a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import ray
+
+from sweeps.errors import SweepsError, first_line
+from sweeps.spec import SweepSpec
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds on a dead GCS address; ray.init would keep retrying for minutes."""
+    if address == "auto" or "://" in address:
+        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SweepsError(
+            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
+            f"head's GCS), but {exc.strerror or exc if isinstance(exc, OSError) else exc}"
+        ) from None
+
+
+def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:
+    """A trial asking for more than the cluster has would wait forever: refuse it up front."""
+    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
+        have = resources.get(key, 0.0)
+        if need > 0 and need > have:
+            raise SweepsError(
+                f"resources.{key.lower()}: a trial's share must fit the cluster, but got "
+                f"({key.lower()}={need:g}, the cluster has {have:g})"
+            )
+
+
+def start_ray(address: str | None) -> bool:
+    """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
+    common = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        try:
+            ray.init(address=address, **common)  # type: ignore[arg-type]
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SweepsError(
+                f"--address: the Ray cluster at {address!r} must be reachable, but "
+                f"{first_line(exc)}"
+            ) from None
+        return False
+    # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.
+    ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **common)  # type: ignore[arg-type]
+    return True
