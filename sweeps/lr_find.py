@@ -52,7 +52,8 @@ from sweeps.tracking import (
 from trainables import DataError
 from trainables.data import load_dataset
 from trainables.models import build_model
-from trainables.train_loop import build_optimizer, evaluate, resolve_device
+from trainables.optimizers import build_optimizer
+from trainables.train_loop import evaluate, resolve_device
 
 __all__ = [
     "FALL_TOLERANCE",

@@ -4,12 +4,13 @@ The caller passes ``report(metrics, state)``: Ray's wrapper forwards it to ``tun
 pass a list-appending fake. ``state`` is a checkpoint (a dict for ``torch.save``) or None.
 
 Speed (docs/benchmarks.md, "(a) Epoch time"): an epoch gathers the shuffled training set once and
-slices contiguous batches from it, the optimizer uses torch's fused kernel, and on the CPU a long
-trial gets its loss and gradients from one graph compiled once per machine (``grad_fn``; later
-processes load it through ``graph_store``): torch's own autograd (``torch.func``) traced into a
-graph, its smallest GEMMs rewritten (``graph_passes``), and compiled by Inductor. For plain SGD
-the graph also applies torch's SGD update. Such a trial's val pass is one compiled graph too. The
-LR schedule, the update rule and the batches are the same in every path.
+slices contiguous batches from it, the optimizer uses torch's fused kernel without importing
+``torch._dynamo`` (``optimizers``), and on the CPU a long trial gets its loss and gradients from
+one graph compiled once per machine (``grad_fn``; later processes load it through
+``graph_store``): torch's own autograd (``torch.func``) traced into a graph, its smallest GEMMs
+rewritten (``graph_passes``), and compiled by Inductor. For plain SGD the graph also applies
+torch's SGD update. Such a trial's val pass is one compiled graph too. The LR schedule, the
+update rule and the batches are the same in every path.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.sgd import sgd as sgd_update
 
 from trainables import graph_passes, graph_store
-from trainables.config import OptimizerConfig, TrialConfig
+from trainables.config import TrialConfig
 from trainables.data import Splits, load_dataset
 from trainables.graph_passes import small_gemms
 from trainables.lr_schedules import build_lr_schedule, mark_stepped, rates_ahead
 from trainables.models import build_model
+from trainables.optimizers import SGD, build_optimizer
 
 Status = Literal["running", "completed", "diverged", "collapsed"]
 Metrics = dict[str, Any]
@@ -72,28 +74,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(params: Any, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer, with torch's fused kernel where the parameters' device has one: one kernel
-    call per step instead of a Python loop over tensors; the same update rule (plain SGD is
-    bit-identical, momentum/Adam differ by float rounding only)."""
-    params = list(params)
-    fused = bool(params) and all(
-        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
-    )
-    kw: dict[str, Any] = {"lr": lr, "weight_decay": cfg.weight_decay, "fused": fused or None}
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, momentum=cfg.momentum, **kw)
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, **kw)
-    return torch.optim.AdamW(params, **kw)
-
-
 def graph_update(opt: torch.optim.Optimizer) -> bool:
     """Whether the compiled graph can apply ``opt``'s update in place of ``opt.step()``: plain SGD
     over one parameter group. Without momentum it keeps no state, so the optimizer (its state
     dict, a checkpoint) cannot tell the difference. Not with weight decay: traced into the graph,
     torch 2.13's Inductor got the weights wrong (off by up to 1e-2 after one step, measured)."""
-    if type(opt) is not torch.optim.SGD or len(opt.param_groups) != 1:
+    if type(opt) not in (SGD, torch.optim.SGD) or len(opt.param_groups) != 1:
         return False
     group = opt.param_groups[0]
     return not (

@@ -15,10 +15,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from trainables import TrialConfig, build_lr_schedule, build_model, train_loop
 from trainables.config import ModelConfig
 from trainables.data import load_dataset
+from trainables.optimizers import build_optimizer
 from trainables.train_loop import (
     COMPILE_ENV,
     build_eval,
-    build_optimizer,
     build_step,
     eval_fn,
     evaluate,
@@ -313,13 +313,6 @@ def test_compile_rule_is_a_function_of_the_config(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(COMPILE_ENV, "yes")
     with pytest.raises(ValueError, match="SWEEPS_COMPILE must be auto, always or never"):
         use_compiled_step(long, cpu, full_batches=137)
-
-
-def test_optimizer_uses_the_fused_kernel_on_cpu() -> None:
-    for name in ("sgd", "adam", "adamw"):
-        cfg = TrialConfig.model_validate(digits(optimizer={"name": name}))
-        opt = build_optimizer([torch.nn.Parameter(torch.zeros(3))], cfg.optimizer, 0.1)
-        assert opt.defaults["fused"] is True
 
 
 @pytest.mark.parametrize(("weight_decay", "in_graph"), [(0.0, True), (0.01, False)])
