@@ -29,8 +29,9 @@ def _inner(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class _WithoutDynamo(Optimizer):
-    # The optimizer's own step, under every wrapper: torch's grad-mode one, and the profiler's
-    # that Optimizer.__init__ puts on the class (it also wraps this class's step, once).
+    # torch's step of the class with its wrappers taken off (``inspect.unwrap``): the grad-mode
+    # one that imports dynamo, and the profiler's that Optimizer.__init__ may have put on the
+    # class (it puts its own on this class's ``step``, so hooks still run).
     _torch_step: ClassVar[Callable[..., Any]]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
