@@ -6,10 +6,10 @@ the step size in iterations.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Literal
 
+import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     ConstantLR,
@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from trainables.config import TrialConfig
+from trainables.optimizers import SGD
 
 
 class PerBatchWarmRestarts(CosineAnnealingWarmRestarts):
@@ -114,26 +115,13 @@ def mark_stepped(opt: Optimizer) -> None:
     opt.step()
 
 
-class _RatesOnly(Optimizer):
-    """One group with a rate and no parameters, and a step that does nothing: all an LR schedule
-    reads. ``Optimizer.__init__`` is skipped on purpose: its parameter-group setup imports
-    ``torch._dynamo`` (~3 s on a 2-vCPU box), which a curve that trains nothing has no use for."""
-
-    def __init__(self, lr: float) -> None:
-        self.defaults = {"lr": lr}
-        self.state = defaultdict(dict)
-        self.param_groups = [{"params": [], "lr": lr}]
-
-    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closures
-        return None
-
-
 def schedule_rates(cfg: TrialConfig, iters_per_epoch: int) -> list[float]:
     """The rate of every batch of ``cfg``'s whole run under its LR schedule, as a trial that
     steps the schedule after each batch sees them (for drawing; nothing is trained)."""
-    opt = _RatesOnly(cfg.base_lr)
+    # A trial's own optimizer class: unlike torch's, it leaves torch._dynamo unimported (~3 s).
+    opt = SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.base_lr)
     schedule = build_lr_schedule(opt, cfg, iters_per_epoch)
-    opt.step()  # torch's schedule warns unless the optimizer stepped before its own first step
+    mark_stepped(opt)
     return [float(r) for r in rates_ahead(schedule, cfg.train.epochs * iters_per_epoch)[0]]
 
 
