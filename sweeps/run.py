@@ -21,6 +21,7 @@ from sweeps.errors import SweepsError, format_validation_error
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
+from trainables.data import load_splits
 
 EXIT_USER_ERROR = 2
 
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_trainable(spec.trainable)
             dry_run(spec, out)
             return 0
+        check_inputs(spec)
         started_ray = start_beside_imports(args.address, args.tracking_uri)
         import ray  # imported by now, like the modules below
 
@@ -123,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted: the MLflow parent run is marked KILLED")
         return 130
+
+
+def check_inputs(spec: SweepSpec) -> None:
+    """The trainable and the data, before Ray starts: a missing module or file fails in seconds,
+    not after Ray's start (~10 s). ``load_splits`` keeps the splits for ``run_sweep``."""
+    load_trainable(spec.trainable)
+    load_splits(spec.dataset)
 
 
 def _import_sweep(tracking_uri: str | None) -> None:
