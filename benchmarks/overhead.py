@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import statistics
 import tempfile
@@ -209,6 +210,15 @@ def first_on_worker(rows: list[TrialTimes]) -> list[TrialTimes]:
     return list(firsts.values())
 
 
+def between_trials(rows: list[TrialTimes]) -> float:
+    """Median seconds from a trial's end to the start of the next one in the same process."""
+    by_pid: dict[int, list[TrialTimes]] = defaultdict(list)
+    for t in sorted(rows, key=lambda t: t.start):
+        by_pid[t.pid].append(t)
+    gaps = [b.start - a.end for ts in by_pid.values() for a, b in itertools.pairwise(ts)]
+    return statistics.median(gaps) if gaps else 0.0
+
+
 def phases(
     clock: Clock, result: SweepResult, slots: int, t_start: float, t_end: float
 ) -> dict[str, float]:
@@ -286,6 +296,7 @@ def details(clock: Clock, result: SweepResult) -> dict[str, float]:
             t.total - t.epochs for t in firsts
         ) / max(1, len(firsts))
         out[f"{fam}: ms per result: round trip (trial waits for the driver)"] = 1000 * waits / n
+        out[f"{fam}: a slot between two trials, median ms"] = 1000 * between_trials(rows)
         out[f"{fam}: ms per result: all TrialLogger hooks (MLflow, progress)"] = (
             1000 * s[f"{fam}:callback mlflow"] / n
         )
