@@ -211,10 +211,12 @@ def first_on_worker(rows: list[TrialTimes]) -> list[TrialTimes]:
 
 
 def between_trials(rows: list[TrialTimes]) -> float:
-    """Median seconds from a trial's end to the start of the next one in the same process."""
+    """Median seconds from a trial's end to the start of the next one in the same process
+    (trials that sent no result, so no pid, are left out)."""
     by_pid: dict[int, list[TrialTimes]] = defaultdict(list)
     for t in sorted(rows, key=lambda t: t.start):
-        by_pid[t.pid].append(t)
+        if t.pid:
+            by_pid[t.pid].append(t)
     gaps = [b.start - a.end for ts in by_pid.values() for a, b in itertools.pairwise(ts)]
     return statistics.median(gaps) if gaps else 0.0
 
