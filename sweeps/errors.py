@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,6 +12,14 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type when empty), for one-line errors."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+_CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
+
+
+def redact(uri: str) -> str:
+    """The URI with any ``user:password@`` replaced, for console output and params."""
+    return _CREDENTIALS.sub("***@", uri)
 
 
 class SweepsError(Exception):

@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeps.errors import SweepsError, first_line
+from sweeps.errors import SweepsError, first_line, redact
 
 PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
 DEFAULT_PATIENCE = 300.0  # seconds the end of a sweep waits for a store that is down
@@ -55,7 +54,6 @@ PLACEHOLDER = "pending-"
 # One try with a short timeout: MLflow's default HTTP retries back off for minutes. MLflow reads
 # these per request, so setting them around a call scopes them to that call.
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-_CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
 # Rate limiting, server errors and gateways: the store may answer differently soon. A refused or
 # dropped connection and a timeout reach us as MlflowException with INTERNAL_ERROR, i.e. 500.
 _TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
@@ -65,11 +63,6 @@ Kind = Literal["create_run", "log_batch", "set_terminated"]
 
 class TrackingError(SweepsError):
     """The tracking store cannot be reached or used."""
-
-
-def redact(uri: str) -> str:
-    """The URI with any ``user:password@`` replaced, for console output and params."""
-    return _CREDENTIALS.sub("***@", uri)
 
 
 @contextlib.contextmanager

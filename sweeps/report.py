@@ -24,9 +24,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from sweeps import plots, stats
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, redact
 from sweeps.spec import SweepSpec
-from sweeps.tracking import TRIAL_STATUSES, redact, resolve_uri
+from sweeps.tracking import TRIAL_STATUSES, resolve_uri
 from trainables import TrialConfig
 from trainables.lr_schedules import schedule_rates
 

@@ -18,10 +18,10 @@ from rich.console import Console
 from search_spaces import FAMILIES, define_by_run
 from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError, format_validation_error
+from sweeps.preflight import check_inputs
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
-from trainables.data import load_splits
 
 EXIT_USER_ERROR = 2
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_trainable(spec.trainable)
             dry_run(spec, out)
             return 0
-        check_inputs(spec)
+        check_inputs(spec, args.address, args.tracking_uri)
         started_ray = start_beside_imports(args.address, args.tracking_uri)
         import ray  # imported by now, like the modules below
 
@@ -125,13 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted: the MLflow parent run is marked KILLED")
         return 130
-
-
-def check_inputs(spec: SweepSpec) -> None:
-    """The trainable and the data, before Ray starts: a missing module or file fails in seconds,
-    not after Ray's start (~10 s). ``load_splits`` keeps the splits for ``run_sweep``."""
-    load_trainable(spec.trainable)
-    load_splits(spec.dataset)
 
 
 def _import_sweep(tracking_uri: str | None) -> None:

@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from sweeps.errors import SweepsError, first_line, format_validation_error
+from sweeps.errors import SweepsError, first_line, format_validation_error, redact
 from sweeps.registry import builtin_names
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.tracking import redact
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient

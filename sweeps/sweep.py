@@ -17,12 +17,13 @@ from rich.table import Table
 
 from sweeps.cluster import check_resources, start_ray
 from sweeps.custom import load_trainable
+from sweeps.errors import redact
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
 from sweeps.report import Report, build_and_log
 from sweeps.spec import SweepSpec
-from sweeps.tracking import TRIAL_STATUSES, SweepTracker, redact, resolve_uri, ui_hint
+from sweeps.tracking import TRIAL_STATUSES, SweepTracker, resolve_uri, ui_hint
 from sweeps.tuner import FamilyOutcome, capacity, run_search
 from trainables import TrialConfig
 from trainables.data import load_splits

@@ -20,7 +20,7 @@ from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sweeps.errors import SweepsError, first_line
+from sweeps.errors import SweepsError, first_line, redact
 from sweeps.outbox import (
     PATIENCE_ENV,
     PLACEHOLDER,
@@ -30,8 +30,8 @@ from sweeps.outbox import (
     Write,
     now_ms,
     open_client,
+    patience_from_env,
     quick_http,
-    redact,
 )
 from sweeps.spec import SweepSpec
 
@@ -96,6 +96,8 @@ class SweepTracker:
     def __init__(self, uri: str, spec: SweepSpec, patience: float | None = None) -> None:
         self.uri = uri
         self.spec = spec
+        if patience is None:  # a bad $SWEEPS_MLFLOW_PATIENCE fails before the store is made
+            patience = patience_from_env()
         self.outbox = Outbox(open_client(uri), uri, patience)
         self.experiment_id = ""
         self.parent_id = ""

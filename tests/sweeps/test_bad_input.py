@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,14 +82,15 @@ def test_the_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 20
 
 
-def run_cli(tmp_path: Path, argv: list[str]) -> str:
-    """The CLI on ``argv`` in a folder with the bad files, offline: its one line, checked."""
+def run_cli(tmp_path: Path, argv: list[str], store: Callable[[Path], str]) -> str:
+    """The CLI on ``argv`` in a folder with the bad files, offline, and ``store(path)``'s MLflow
+    store: its one line, checked."""
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
     db = tmp_path / "mlflow.db"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--tracking-uri" not in args:
-        args += ["--tracking-uri", f"sqlite:///{db}"]
+        args += ["--tracking-uri", store(db)]
     env = {
         **os.environ,
         "SWEEPS_DATA_DIR": str(tmp_path / "no-data-here"),
@@ -115,19 +117,23 @@ def run_cli(tmp_path: Path, argv: list[str]) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("argv", "needles"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_exits_2_with_one_line(
-    tmp_path: Path, argv: list[str], needles: list[str]
+    tmp_path: Path, argv: list[str], needles: list[str], mlflow_store: Callable[[Path], str]
 ) -> None:
-    line = run_cli(tmp_path, argv)
+    line = run_cli(tmp_path, argv, mlflow_store)
     for needle in needles:
         assert needle in line, line
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["data-path-missing", "data-offline", "trainable-missing"])
-def test_the_data_and_the_trainable_are_checked_before_ray(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize(
+    "case", ["data-path-missing", "data-offline", "trainable-missing", "tracking-unreachable"]
+)
+def test_the_inputs_are_checked_before_ray(
+    tmp_path: Path, case: str, mlflow_store: Callable[[Path], str]
+) -> None:
     # With a cluster address nothing listens on, the error is still the input's: the CLI checked
-    # the input first, rather than making the user wait for Ray to fail or start (~10 s).
+    # the input first (sweeps/preflight.py), rather than making the user wait for Ray (~10 s).
     argv, needles = next(c[1:] for c in CASES if c[0] == case)
-    line = run_cli(tmp_path, [*argv, "--address", "127.0.0.1:9"])
+    line = run_cli(tmp_path, [*argv, "--address", "127.0.0.1:9"], mlflow_store)
     for needle in needles:
         assert needle in line, line

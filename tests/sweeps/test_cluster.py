@@ -313,7 +313,9 @@ def trial_runs(uri: str, experiment: str) -> tuple[Any, list[Any]]:
 
 # -- several nodes on one machine -----------------------------------------------------------------
 @pytest.mark.slow
-def test_a_sweep_spreads_its_trials_over_two_nodes(tmp_path: Path, ray_cluster: RayCluster) -> None:
+def test_a_sweep_spreads_its_trials_over_two_nodes(
+    tmp_path: Path, ray_cluster: RayCluster, mlflow_store: Callable[[Path], str]
+) -> None:
     ray_cluster.start_head(num_cpus=1)
     ray_cluster.add_node(num_cpus=1)  # one CPU each: two concurrent trials need both nodes
     nodes = {n["node_id"]: n for n in ray_cluster.nodes()}
@@ -321,7 +323,7 @@ def test_a_sweep_spreads_its_trials_over_two_nodes(tmp_path: Path, ray_cluster: 
     # Token authentication is on: the dashboard refuses a request without the token.
     assert http_json(f"{ray_cluster.dashboard}/api/v0/nodes")[0] == 401
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     storage = tmp_path / "ray_results"  # one machine: a local path is shared storage
     proc = run(
         cli("sweeps.run", "digits_lr", "--address", ray_cluster.gcs, "--tracking-uri", uri,
@@ -359,10 +361,12 @@ def job_id_of(stderr: str) -> str:
 
 
 @pytest.mark.slow
-def test_submit_runs_a_sweep_as_a_ray_job(tmp_path: Path, ray_cluster: RayCluster) -> None:
+def test_submit_runs_a_sweep_as_a_ray_job(
+    tmp_path: Path, ray_cluster: RayCluster, mlflow_store: Callable[[Path], str]
+) -> None:
     ray_cluster.start_head(num_cpus=2)
     dash, env = ray_cluster.dashboard, ray_cluster.env
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     common = ["--address", dash, "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
 
     # Submit and follow: the job's log streams here, the exit code is the job's outcome.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,14 @@ def test_a_trainable_that_is_not_a_function_is_refused() -> None:
 
 
 @pytest.mark.slow
-def test_custom_trainable_runs_trials_and_reevaluation(tmp_path: Path) -> None:
+def test_custom_trainable_runs_trials_and_reevaluation(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
     (tmp_path / "user_code").mkdir()
     (tmp_path / "user_code" / "my_trainable.py").write_text(USER_MODULE)
     marks = tmp_path / "marks"
     marks.mkdir()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     sets = ["trainable=my_trainable:fit", "search.families=[fixed]", "search.trials_per_family=2",
             "train.epochs=3", "early_stopping.name=none", "reeval.seeds=2"]  # fmt: skip
     args = [sys.executable, "-m", "sweeps.run", "digits_lr", "--tracking-uri", uri]

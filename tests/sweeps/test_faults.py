@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def report_md(client: MlflowClient, parent: Run, tmp: Path) -> str:
 
 
 @pytest.mark.slow
-def test_driver_killed_then_resumed(tmp_path: Path) -> None:
+def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path], str]) -> None:
+    mlflow_store(tmp_path / "mlflow.db")
     sets = [
         "search.families=[fixed,triangular]",
         "search.trials_per_family=4",
@@ -136,7 +138,10 @@ def test_driver_killed_then_resumed(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(tmp_path: Path) -> None:
+def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    mlflow_store(tmp_path / "mlflow.db")
     sets = [
         "search.families=[fixed,triangular]",
         "search.trials_per_family=2",

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -353,10 +354,13 @@ def _synthetic(points: int) -> RangeTest:
 
 @pytest.mark.slow
 def test_log_range_test_nested_run_with_metrics_and_plot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_test: RangeTest
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    digits_test: RangeTest,
+    mlflow_store: Callable[[Path], str],
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the sqlite store's artifacts land in ./mlruns
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     spec = load_spec("digits_lr")
     tracker = SweepTracker(uri, spec)
     parent = tracker.start()
@@ -397,10 +401,10 @@ def test_log_range_test_nested_run_with_metrics_and_plot(
 
 @pytest.mark.slow
 def test_log_range_test_standalone_batches_at_most_1000_metrics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     sizes: list[int] = []
     real = client.log_batch
@@ -465,8 +469,10 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_cli_tiny_real_run_logs_and_prints_the_suggestion(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_cli_tiny_real_run_logs_and_prints_the_suggestion(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _cli(["digits_lr", "--steps", "30", "--tracking-uri", uri], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max_lr" in proc.stdout and "base_lr" in proc.stdout

@@ -69,10 +69,12 @@ class FlakyClient:
 
 
 @pytest.fixture()
-def tracker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SweepTracker:
+def tracker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> SweepTracker:
     monkeypatch.chdir(tmp_path)
     spec = load_spec("digits_lr", ["search.families=[fixed]"])
-    t = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec, patience=1.0)
+    t = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec, patience=1.0)
     t.start()
     t.outbox.say = lambda line: None
     t.outbox.client = FlakyClient(t.outbox.client)  # type: ignore[assignment]
@@ -322,6 +324,7 @@ def test_the_patience_must_be_seconds(
         TrackingError, match=rf"^SWEEPS_MLFLOW_PATIENCE: must be seconds >= 0, but got '{value}'$"
     ):
         SweepTracker(f"sqlite:///{tmp_path / 'm.db'}", load_spec("digits_lr"))
+    assert not (tmp_path / "m.db").exists()  # refused before MLflow made a store
 
 
 def test_replaying_a_file_that_is_not_one_exits_2_with_one_line(
@@ -354,10 +357,10 @@ DOWN_SECONDS = 6.0
 
 
 class MlflowServer:
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], backend: str) -> None:
         (self.port,) = free_ports(1)
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.workdir, self.env = workdir, env
+        self.workdir, self.env, self.backend = workdir, env, backend
         self.starts = 0
         self.server: Server | None = None
 
@@ -365,7 +368,7 @@ class MlflowServer:
         self.starts += 1
         self.server = Server(
             [str(BIN / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{self.workdir / 'mlflow.db'}", "--artifacts-destination",
+             self.backend, "--artifacts-destination",
              str(self.workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1"],
             self.workdir / f"mlflow-server-{self.starts}.log", self.env, self.workdir,
@@ -386,12 +389,14 @@ class MlflowServer:
 
 
 @pytest.mark.slow
-def test_mlflow_server_stopped_and_restarted_mid_sweep_loses_nothing(tmp_path: Path) -> None:
+def test_mlflow_server_stopped_and_restarted_mid_sweep_loses_nothing(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
     env = {
         **base_env(secrets.token_hex(32)), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "SWEEPS_INJECT_FAULT": DELAY,
     }  # fmt: skip
-    server = MlflowServer(tmp_path, env)
+    server = MlflowServer(tmp_path, env, mlflow_store(tmp_path / "mlflow.db"))
     server.start()
     log_out, log_err = tmp_path / "sweep.out", tmp_path / "sweep.err"
     args = cli("sweeps.run", "digits_lr", "--tracking-uri", server.uri, "--storage",

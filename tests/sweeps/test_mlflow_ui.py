@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -78,9 +78,9 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+def sweep(tmp_path_factory: pytest.TempPathFactory, mlflow_store: Callable[[Path], str]) -> Sweep:
     work = tmp_path_factory.mktemp("ui-sweep")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    uri = mlflow_store(work / "mlflow.db")
     sets = [
         f"search.families=[{','.join(FAMILIES)}]", f"search.trials_per_family={TRIALS}",
         "train.epochs=4", "early_stopping.grace_period=2", "reeval.seeds=2",

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def crash(pids: list[int]) -> None:
 
 @pytest.mark.slow
 def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoint(
-    tmp_path: Path, ray_cluster: RayCluster
+    tmp_path: Path, ray_cluster: RayCluster, mlflow_store: Callable[[Path], str]
 ) -> None:
     ray_cluster.start_head(num_cpus=1)
     ray_cluster.add_node(num_cpus=1)  # one CPU each: the two trials run one per node
@@ -100,7 +101,7 @@ def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoi
     (second,) = [n["node_id"] for n in ray_cluster.nodes() if not n["is_head_node"]]
     node = ray_cluster.servers[1]
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     storage = tmp_path / "ray_results"  # one machine: a local path is shared storage
     log = tmp_path / "sweep.err"
     args = cli("sweeps.run", "digits_lr", "--address", ray_cluster.gcs, "--tracking-uri", uri,

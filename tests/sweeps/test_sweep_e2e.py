@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,10 @@ def test_cardio_clr_small_run_through_the_cli(
 
 @pytest.mark.slow
 def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     # A seeded random sampler draws two rates above 0.7 among six (checked by the asserts).
     spec = load_spec(
         "digits_lr",
@@ -233,8 +234,10 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], n
 
 
 @pytest.mark.slow
-def test_range_test_bounds_are_derived_before_sampling_and_recorded(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_range_test_bounds_are_derived_before_sampling_and_recorded(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    uri = mlflow_store(tmp_path / "mlflow.db")
     sets = ["search.bounds=range_test", "search.families=[fixed,triangular]",
             "search.trials_per_family=2", "train.epochs=3", "early_stopping.grace_period=2",
             "reeval.seeds=2"]  # fmt: skip

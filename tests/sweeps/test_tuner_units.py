@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -213,11 +214,11 @@ def test_family_scheduler_judges_each_family_on_its_own_rungs() -> None:
 
 
 def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     spec = load_spec("digits_lr", ["search.families=[fixed]"])
-    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", spec)
+    tracker = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec)
     tracker.start()
     tags = {"sweeps.family": "fixed", "sweeps.trial_id": "t1"}
     run = tracker.start_child("fixed-001", "trial", tags, {"base_lr": 0.1})
