@@ -369,14 +369,20 @@ def test_submit_runs_a_sweep_as_a_ray_job(
     uri = mlflow_store(tmp_path / "mlflow.db")
     common = ["--address", dash, "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
 
-    # Submit and follow: the job's log streams here, the exit code is the job's outcome.
+    # A spec file from outside the project, submitted and followed: the job's log streams here,
+    # the exit code is the job's outcome.
+    spec_file = tmp_path / "elsewhere" / "tiny_digits.yaml"
+    spec_file.parent.mkdir()
+    spec = load_spec("digits_lr", [*TINY, "name=tiny_digits", "tracking.experiment=tiny_digits"])
+    spec_file.write_text(spec.to_yaml())
     proc = run(
-        cli("sweeps.submit", "digits_lr", *common, "--max-concurrent", "2", *sets(TINY)),
-        env, tmp_path,
-    )  # fmt: skip
+        cli("sweeps.submit", str(spec_file), *common, "--max-concurrent", "2"), env, tmp_path
+    )
     logs = ray_cluster.logs() + list((ray_cluster.temp_dir / "session_latest/logs").glob("job-*"))
     assert proc.returncode == 0, proc.stderr[-4000:] + "\n".join(map(tail, logs))
     job_id = job_id_of(proc.stderr)
+    assert job_id.startswith("tiny_digits-")
+    assert "python -m sweeps.run _submitted_specs/tiny_digits.yaml" in proc.stderr
     assert f"job {job_id} SUCCEEDED" in proc.stderr
     assert f"dashboard: {dash}/#/jobs/{job_id}" in proc.stderr
     assert "best trial per family" in proc.stdout and "verdict: " in proc.stdout
@@ -384,12 +390,11 @@ def test_submit_runs_a_sweep_as_a_ray_job(
     # The cluster's own record of the job.
     info = ray_cluster.api(f"/api/jobs/{job_id}")
     assert info["status"] == "SUCCEEDED"
-    assert info["entrypoint"].startswith("python -m sweeps.run digits_lr --set ")
     env_vars = info["runtime_env"]["env_vars"]
     assert env_vars["MLFLOW_TRACKING_URI"] == uri and env_vars["PYTHONUNBUFFERED"] == "1"
     assert not any(k.startswith("RAY_AUTH") for k in env_vars)  # the token stays with us
 
-    parent, trials = trial_runs(uri, "digits_lr")
+    parent, trials = trial_runs(uri, "tiny_digits")
     assert parent.info.status == "FINISHED" and len(trials) == 2
     assert "report/report.md" in {
         a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id, "report")
@@ -411,16 +416,16 @@ def test_submit_runs_a_sweep_as_a_ray_job(
     assert not [f for f in files if f.suffix in (".csv", ".db", ".zip")]
     assert sum(f.stat().st_size for f in files) < 3 * 2**20
 
-    # A spec file from outside the project, without waiting; then --status and --logs.
-    spec_file = tmp_path / "elsewhere" / "tiny_digits.yaml"
-    spec_file.parent.mkdir()
-    spec = load_spec("digits_lr", [*TINY, "name=tiny_digits", "tracking.experiment=tiny_digits"])
-    spec_file.write_text(spec.to_yaml())
-    proc = run(cli("sweeps.submit", str(spec_file), *common, "--no-wait"), env, tmp_path)
+    # A built-in sweep, without waiting, that fails on the cluster (its data is not there; the
+    # job's own check fails in seconds); then --status and --logs.
+    missing = tmp_path / "missing" / "cardio_train.csv"
+    broken = ["--set", "dataset.name=cardio", "--set", f"dataset.path={missing}"]
+    proc = run(cli("sweeps.submit", "digits_lr", *common, *broken, "--no-wait"), env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job2 = proc.stdout.strip()
-    assert job2 == job_id_of(proc.stderr) and job2.startswith("tiny_digits-")
-    assert "python -m sweeps.run _submitted_specs/tiny_digits.yaml" in proc.stderr
+    assert job2 == job_id_of(proc.stderr) and job2.startswith("digits_lr-")
+    entrypoint = ray_cluster.api(f"/api/jobs/{job2}")["entrypoint"]
+    assert entrypoint.startswith("python -m sweeps.run digits_lr --set ")
 
     def finished() -> str | None:
         status = run(cli("sweeps.submit", "--address", dash, "--status", job2), env, tmp_path)
@@ -430,19 +435,13 @@ def test_submit_runs_a_sweep_as_a_ray_job(
         return line if line.split()[1] in ("SUCCEEDED", "FAILED", "STOPPED") else None
 
     final = wait_for(f"job {job2} to end", finished, 420, logs)
-    assert final.split()[1] == "SUCCEEDED", final
+    assert final.split()[1] == "FAILED", final
     shown = run(cli("sweeps.submit", "--address", dash, "--logs", job2), env, tmp_path)
-    assert shown.returncode == 0 and "best trial per family" in shown.stdout, shown.stderr
-    parent2, trials2 = trial_runs(uri, "tiny_digits")
-    assert parent2.info.status == "FINISHED" and len(trials2) == 2
+    assert shown.returncode == 0, shown.stderr
+    assert "dataset.path: the file must exist" in shown.stdout, shown.stdout[-3000:]
 
-    # A job that fails on the cluster (its data is not there) exits 1 with the job's message.
-    missing = tmp_path / "missing" / "cardio_train.csv"
-    proc = run(
-        cli("sweeps.submit", "digits_lr", *common, "--set", "dataset.name=cardio", "--set",
-            f"dataset.path={missing}"),
-        env, tmp_path,
-    )  # fmt: skip
+    # The same failure, followed: exit 1 with the job's one-line error.
+    proc = run(cli("sweeps.submit", "digits_lr", *common, *broken), env, tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "dataset.path: the file must exist" in proc.stdout  # the job's own one-line error
     assert re.search(r"job \S+ FAILED: Job entrypoint command failed with exit code 2", proc.stderr)
