@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SWEEP ?= cardio_clr
 ARGS ?=
 # pytest processes: the end-to-end tests spend much of their time waiting on Ray's and MLflow's
-# processes, so two share two cores well (the suite: ~18 min alone, ~13 min as two).
+# processes, so two share two cores well (the suite: ~18 min alone, ~11 min as two).
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast lint setup clean
