@@ -5,18 +5,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
-import optuna
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from search_spaces.families import FAMILIES, FamilyName
 from search_spaces.params import Choice, FloatRange, IntRange, RuleError
 
+if TYPE_CHECKING:  # only the trial's type: a trial's process needs no Optuna (~0.3 s to import)
+    import optuna
+
 # max_lr must be strictly above base_lr; a relative margin keeps the sampled pair distinct.
 _STRICTLY_ABOVE = 1.0 + 1e-6
 
-DefineByRun = Callable[[optuna.trial.BaseTrial], dict[str, Any]]
+DefineByRun: TypeAlias = "Callable[[optuna.trial.BaseTrial], dict[str, Any]]"
 
 
 class SearchSpace(BaseModel):

@@ -35,7 +35,10 @@ from tests.sweeps.test_cluster import (
 
 EPOCHS = 20
 CHECKPOINT_EVERY = 2
-# Small batches: about 0.4-1 s an epoch, so the second node's trial is mid-flight when it dies.
+# Small batches (0.3-1 s an epoch) and the test fault injector's delay per epoch (via the nodes'
+# environment): the second node's trial is mid-flight for 10 s or more, however fast the box, so
+# the test sees it between its checkpoint and its end and kills it there.
+SLOW_EPOCHS = {"SWEEPS_INJECT_FAULT": "delay=0.3"}
 NODE_LOSS = [
     "search.families=[fixed]", "search.trials_per_family=2", "search.base_lr.high=0.01",
     f"train.epochs={EPOCHS}", "train.batch_size=4", f"train.checkpoint_every={CHECKPOINT_EVERY}",
@@ -54,7 +57,7 @@ FAST_NODE_DEATH = {
 @pytest.fixture()
 def ray_cluster(tmp_path: Path) -> Any:
     cluster = RayCluster(tmp_path)
-    cluster.env.update(FAST_NODE_DEATH)
+    cluster.env.update({**FAST_NODE_DEATH, **SLOW_EPOCHS})
     try:
         yield cluster
     finally:
@@ -112,17 +115,20 @@ def test_a_node_killed_mid_trial_its_trial_resumes_on_the_head_from_its_checkpoi
                                  start_new_session=True)  # fmt: skip
     logs = [log, *ray_cluster.logs()]
     try:
+        node_of_pid: dict[int, str] = {}  # trial workers' nodes, from Ray's actor list
 
         def on_second_node_with_checkpoint() -> tuple[str, int, int] | None:
             """(trial id, worker pid, checkpointed epoch) of the second node's running trial."""
             assert sweep.poll() is None, tail(log)
-            pids = {
-                int(a["pid"])
-                for a in ray_cluster.actors("ImplicitFunc")
-                if a["node_id"] == second and a["state"] == "ALIVE"
-            }
-            for trial_id, (folder, rows) in results(storage).items():
-                if rows[-1]["pid"] in pids and rows[-1]["epoch"] < EPOCHS - 4:
+            found = results(storage)
+            # Ray's state API is slow on a busy box: ask it only about workers not seen yet.
+            if any(rows[-1]["pid"] not in node_of_pid for _, rows in found.values()):
+                for a in ray_cluster.actors("ImplicitFunc"):
+                    if a["state"] == "ALIVE":
+                        node_of_pid[int(a["pid"])] = a["node_id"]
+            for trial_id, (folder, rows) in found.items():
+                on_second = node_of_pid.get(rows[-1]["pid"]) == second
+                if on_second and rows[-1]["epoch"] < EPOCHS - 4:
                     saved = checkpoint_epoch(folder)
                     if saved >= 2 * CHECKPOINT_EVERY:  # plainly not a restart from scratch
                         return trial_id, int(rows[-1]["pid"]), saved

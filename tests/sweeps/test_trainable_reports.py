@@ -3,6 +3,8 @@ at the end, and else at most every ``SEND_EVERY_S``; the epochs between ride alo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -71,3 +73,20 @@ def test_without_a_wait_every_epoch_is_its_own_result(monkeypatch: pytest.Monkey
     sent = run(monkeypatch, every_s=0.0, epochs=5)
     assert [r["epoch"] for r, _ in sent] == [1, 2, 3, 4, 5]
     assert all(EARLIER not in r for r, _ in sent)
+
+
+def test_a_trial_process_imports_neither_the_spec_nor_optuna() -> None:
+    """A trial's worker imports sweeps.trainable; the spec's models and Optuna are the driver's,
+    and would add ~0.5 s to every trial worker's start."""
+    code = (
+        "import sys, sweeps.trainable\n"
+        "seen = lambda: sorted(m for m in ('optuna', 'sweeps.spec') if m in sys.modules)\n"
+        "print(seen())\n"
+        "import sweeps\n"
+        "sweeps.load_spec  # the package's names still work, loaded on first use\n"
+        "print(seen())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert out == ["[]", "['sweeps.spec']"]  # the second shows the check sees an import
