@@ -81,7 +81,7 @@ def real_cardio() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One MLflow sqlite store with its schema made: MLflow's ~50 migrations take ~3.5 s of CPU
+    """One MLflow sqlite store with its schema made: MLflow's ~70 migrations take ~3.5 s of CPU
     per new store, so the tests copy this one."""
     from mlflow.tracking import MlflowClient
 
