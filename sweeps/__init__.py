@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from sweeps.spec import SweepSpec, load_spec
 
 __all__ = ["SpecError", "SweepSpec", "SweepsError", "load_spec"]
-# Loaded on first use: a trial's process imports sweeps.trainable, which needs none of the spec's
-# modules (the spec's models, Optuna: ~0.3 s of every trial worker's start).
+# Loaded on first use: a trial's process imports sweeps.trainable, which needs neither the spec's
+# models nor Optuna (~0.3 s of every trial worker's start).
 _HOMES = {"SpecError": "sweeps.errors", "SweepsError": "sweeps.errors",
           "SweepSpec": "sweeps.spec", "load_spec": "sweeps.spec"}  # fmt: skip
 
