@@ -7,27 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 import ray
 
 from sweeps.errors import SweepsError, first_line
+from sweeps.preflight import check_reachable
 from sweeps.spec import SweepSpec
-
-
-def check_reachable(address: str) -> None:
-    """Fail in seconds on a dead GCS address; ray.init would keep retrying for minutes."""
-    if address == "auto" or "://" in address:
-        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
-            pass
-    except (OSError, ValueError) as exc:
-        raise SweepsError(
-            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
-            f"head's GCS), but {exc.strerror or exc if isinstance(exc, OSError) else exc}"
-        ) from None
 
 
 def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:

@@ -1,8 +1,8 @@
 """What the CLI checks before it starts Ray: the trainable, the data, and that something listens at
 the MLflow server's and the Ray cluster's address.
 
-A mistake in any of them then fails in seconds, not after Ray's start (~10 s) or MLflow's retries.
-Nothing here imports MLflow, and Ray only for a cluster's address (the CLI imports it next).
+A mistake in any of them then fails in seconds, not after Ray's start (~10 s) or the retries of
+Ray and MLflow. Imports neither (``sweeps.cluster`` uses the address check before ``ray.init``).
 """
 
 from __future__ import annotations
@@ -11,22 +11,30 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError, redact
 from sweeps.spec import SweepSpec
-from trainables.data import load_splits
 
 
 def check_inputs(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None:
     """Raise the user's first mistake, in the order a sweep would meet them."""
+    from sweeps.custom import load_trainable  # torch: imported by the CLI already
+    from trainables.data import load_splits
+
     load_trainable(spec.trainable)
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits
     check_server(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        from sweeps.cluster import check_reachable
-
         check_reachable(address)
+
+
+def refusal(host: str, port: int) -> str | None:
+    """Why nothing accepts a TCP connection at ``host:port`` within 5 s (None: something does)."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def check_server(uri: str) -> None:
@@ -39,11 +47,24 @@ def check_server(uri: str) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return  # a malformed port: MLflow's own message names it
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
+    why = refusal(parts.hostname, port)
+    if why:
         raise SweepsError(
-            f"--tracking-uri: the MLflow store {redact(uri)!r} must be reachable, but "
-            f"{exc.strerror or exc}"
-        ) from None
+            f"--tracking-uri: the MLflow store {redact(uri)!r} must be reachable, but {why}"
+        )
+
+
+def check_reachable(address: str) -> None:
+    """A Ray GCS address must accept connections: ray.init would keep retrying for minutes."""
+    if address == "auto" or "://" in address:
+        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
+    host, _, port = address.rpartition(":")
+    try:
+        why = refusal(host or "127.0.0.1", int(port))
+    except ValueError as exc:
+        why = str(exc)
+    if why:
+        raise SweepsError(
+            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
+            f"head's GCS), but {why}"
+        )

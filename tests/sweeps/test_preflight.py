@@ -1,4 +1,5 @@
-"""preflight.check_server: only an http(s) MLflow server is probed, and only for a listener."""
+"""preflight: an http(s) MLflow server and a Ray GCS address are probed for a listener; other
+stores and Ray's own address forms are left to MLflow and Ray."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import pytest
 
 from sweeps.errors import SweepsError
-from sweeps.preflight import check_server
+from sweeps.preflight import check_reachable, check_server
 
 
 def closed_port() -> int:
@@ -16,11 +17,12 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_listening_server_passes() -> None:
+def test_a_listening_server_and_cluster_pass() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         check_server(f"http://127.0.0.1:{s.getsockname()[1]}")
+        check_reachable(f"127.0.0.1:{s.getsockname()[1]}")
 
 
 def test_a_server_nobody_listens_at_is_refused_without_its_password() -> None:
@@ -45,3 +47,19 @@ def test_a_server_nobody_listens_at_is_refused_without_its_password() -> None:
 )
 def test_other_stores_are_left_to_mlflow(uri: str) -> None:
     check_server(uri)
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [("127.0.0.1:{port}", "must be reachable (host:port"), ("127.0.0.1:abc", "int()")],
+)
+def test_a_cluster_address_nobody_listens_at_is_refused(address: str, why: str) -> None:
+    address = address.format(port=closed_port())
+    with pytest.raises(SweepsError, match=r"^--address: the Ray cluster at ") as info:
+        check_reachable(address)
+    assert why in str(info.value) and repr(address) in str(info.value)
+
+
+@pytest.mark.parametrize("address", ["auto", "ray://head:10001", "http://head:8265"])
+def test_rays_own_address_forms_are_left_to_ray(address: str) -> None:
+    check_reachable(address)
