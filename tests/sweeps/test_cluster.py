@@ -231,28 +231,31 @@ class RayCluster:
             session / n for n in ("raylet.err", "gcs_server.err", "dashboard.log")
         ]
 
-    def _start(self, name: str, args: list[str], num_cpus: int) -> None:
+    def _start(
+        self, name: str, args: list[str], num_cpus: int, env: dict[str, str] | None = None
+    ) -> None:
         common = [
             "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
             "--num-gpus", "0", "--object-store-memory", str(200 * 2**20),
             "--dashboard-agent-listen-port", "0", "--disable-usage-stats",
         ]  # fmt: skip
         cmd = [str(BIN / "ray"), "start", *args, *common]
-        self.servers.append(Server(cmd, self.workdir / f"{name}.log", self.env, self.workdir))
+        node_env = {**self.env, **(env or {})}  # a node's workers inherit its environment
+        self.servers.append(Server(cmd, self.workdir / f"{name}.log", node_env, self.workdir))
 
-    def start_head(self, num_cpus: int) -> None:
+    def start_head(self, num_cpus: int, env: dict[str, str] | None = None) -> None:
         self._start(
             "ray-head",
             ["--head", "--port", str(self.gcs_port), "--ray-client-server-port",
              str(self.client_port), "--include-dashboard", "true", "--dashboard-host",
              "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--temp-dir",
              str(self.temp_dir)],
-            num_cpus,
+            num_cpus, env,
         )  # fmt: skip
         self.wait_nodes(1)
 
-    def add_node(self, num_cpus: int) -> None:
-        self._start(f"ray-node{len(self.servers)}", ["--address", self.gcs], num_cpus)
+    def add_node(self, num_cpus: int, env: dict[str, str] | None = None) -> None:
+        self._start(f"ray-node{len(self.servers)}", ["--address", self.gcs], num_cpus, env)
         self.wait_nodes(len(self.servers))
 
     def api(self, path: str) -> Any:
