@@ -32,6 +32,7 @@ import sqlalchemy
 from mlflow.tracking import MlflowClient
 
 from sweeps.spec import load_spec
+from sweeps.trainable import FAULT_ENV
 
 BIN = Path(sys.executable).parent  # ray and mlflow come with the project's environment
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -47,7 +48,7 @@ TINY = [
 # for it (reuse_actors). No ASHA and low rates: every trial runs all its epochs.
 SPREAD = [
     "search.families=[fixed]", "search.trials_per_family=2", "search.base_lr.high=0.01",
-    "train.epochs=40", "train.batch_size=4", "early_stopping.name=none", "reeval.seeds=1",
+    "train.epochs=40", "train.batch_size=16", "early_stopping.name=none", "reeval.seeds=1",
 ]  # fmt: skip
 
 
@@ -319,8 +320,13 @@ def trial_runs(uri: str, experiment: str) -> tuple[Any, list[Any]]:
 def test_a_sweep_spreads_its_trials_over_two_nodes(
     tmp_path: Path, ray_cluster: RayCluster, mlflow_store: Callable[[Path], str]
 ) -> None:
-    ray_cluster.start_head(num_cpus=1)
-    ray_cluster.add_node(num_cpus=1)  # one CPU each: two concurrent trials need both nodes
+    # One CPU each: two concurrent trials need both nodes. The head's trial waits before epoch 2
+    # until the second node's has reached it (the test fault injector, through the nodes'
+    # environments): else a fast trial could end before the second node's worker is up, and Tune
+    # would reuse the head's actor for the other trial.
+    met = tmp_path / "second-node-trial-at-epoch-2"
+    ray_cluster.start_head(num_cpus=1, env={FAULT_ENV: f"epoch=2,until={met}"})
+    ray_cluster.add_node(num_cpus=1, env={FAULT_ENV: f"epoch=2,touch={met}"})
     nodes = {n["node_id"]: n for n in ray_cluster.nodes()}
     assert len(nodes) == 2 and sum(n["is_head_node"] for n in nodes.values()) == 1
     # Token authentication is on: the dashboard refuses a request without the token.
