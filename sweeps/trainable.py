@@ -26,9 +26,9 @@ HISTORY_FILE = "history.json"
 EARLIER = "earlier_epochs"
 SEND_EVERY_S = 1.0
 # Tests only: "epoch=E[,times=N][,family=F]" makes trials raise before reporting epoch E, on
-# their first N attempts (default: every attempt), in family F only if given; with ",until=PATH"
-# they wait there until the file PATH exists, with ",touch=PATH" they make that file, instead of
-# raising; "delay=S" makes every epoch S seconds slower; ";" joins several.
+# their first N attempts (default: every attempt), in family F only if given; instead of raising,
+# ",touch=PATH" makes that file there and ",until=PATH" waits until that file exists (both: in
+# that order); "delay=S" makes every epoch S seconds slower; ";" joins several.
 FAULT_ENV = "SWEEPS_INJECT_FAULT"
 # Where the attempt counts live, one file per trial id (default: the trial's folder, which Ray
 # may re-copy from its staging area between attempts, losing the count).
@@ -51,12 +51,11 @@ def _maybe_fail(epoch: int, family: str) -> None:
     if not hit:
         return
     fault = hit[0]
-    if "until" in fault:
-        while not Path(fault["until"]).exists():
+    if "touch" in fault or "until" in fault:
+        if "touch" in fault:
+            Path(fault["touch"]).touch()
+        while "until" in fault and not Path(fault["until"]).exists():
             time.sleep(0.1)
-        return
-    if "touch" in fault:
-        Path(fault["touch"]).touch()
         return
     # The count lives in a file, so that it survives the retry's new process.
     context = tune.get_context()
