@@ -14,6 +14,16 @@ from sweeps.errors import SweepsError, first_line
 from sweeps.preflight import check_reachable
 from sweeps.spec import SweepSpec
 
+# A local instance's idle workers (one per CPU, started as the driver connects) import what a
+# trial's process needs (~3 s) while the driver opens MLflow; the first trial actors take them
+# over (``tuner.trial_actors_without_runtime_env``). Ray kills an idle worker once the trials'
+# placement groups hold every CPU and it has idled this long (Ray's default: 1 s), which would
+# race the actors' placement; the MLflow store's set-up or a range test idles them seconds.
+WORKER_PRELOAD = {
+    "preload_python_modules": ["sweeps.trainable", "trainables.train_loop"],
+    "idle_worker_killing_time_threshold_ms": 60_000,
+}
+
 
 def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:
     """A trial asking for more than the cluster has would wait forever: refuse it up front."""
@@ -44,5 +54,10 @@ def start_ray(address: str | None) -> bool:
             ) from None
         return False
     # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.
-    ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **common)  # type: ignore[arg-type]
+    ray.init(
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        _system_config=WORKER_PRELOAD,
+        **common,  # type: ignore[arg-type]
+    )
     return True

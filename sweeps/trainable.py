@@ -73,11 +73,15 @@ def ray_trainable(
     shared: dict[str, Any],
     entry: str | None,
     decide_at: Mapping[str, Collection[int]] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Ray's function trainable: the sampled ``config`` plus the spec's ``shared`` sections,
     trained by ``train_loop`` or the spec's custom ``entry`` (module:function). ``decide_at``:
     per family, the epochs at which its scheduler decides (``tuner.decision_epochs``); a result
-    is sent to Tune at each of them, the epochs since the last one under ``EARLIER``."""
+    is sent to Tune at each of them, the epochs since the last one under ``EARLIER``. ``env``:
+    the variables Tune would have given the actor's process (``tuner.run_search`` takes them
+    off its runtime env)."""
+    os.environ.update(env or {})
     state = None
     history: list[dict[str, Any]] = []
     ckpt = tune.get_checkpoint()

@@ -8,7 +8,8 @@ import logging
 import math
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 from ray import tune
 from ray.tune import ResultGrid
+from ray.tune.execution import class_cache
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
@@ -508,6 +510,20 @@ def experiment_path(storage: str, experiment: str) -> str:
     return f"{storage.rstrip('/')}/{experiment}"
 
 
+@contextmanager
+def trial_actors_without_runtime_env() -> Iterator[None]:
+    """Tune's trial actors get no runtime env (``ray_trainable`` sets its variables itself):
+    Ray places an actor that has one only in a new process, never in an idle worker started
+    ahead (``cluster.start_ray``'s, with torch imported), so each first trial actor would
+    wait ~3 s for its imports."""
+    env = dict(class_cache.DEFAULT_ENV_VARS)
+    class_cache.DEFAULT_ENV_VARS.clear()
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS.update(env)
+
+
 def run_search(
     spec: SweepSpec,
     *,
@@ -544,6 +560,7 @@ def run_search(
             ray_trainable,
             shared=spec.trial_config({}, seed=spec.sampler.seed),
             entry=spec.trainable,
+            env=dict(class_cache.DEFAULT_ENV_VARS),
             decide_at={f: decision_epochs(spec, f) for f in spec.families},
         ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -587,7 +604,8 @@ def run_search(
     for q in quiet:
         q.setLevel(logging.CRITICAL)
     try:
-        grid = tuner.fit()
+        with trial_actors_without_runtime_env():
+            grid = tuner.fit()
         if restoring:
             _reconcile(families, grid)
     finally:
