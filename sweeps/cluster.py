@@ -14,13 +14,14 @@ from sweeps.errors import SweepsError, first_line
 from sweeps.preflight import check_reachable
 from sweeps.spec import SweepSpec
 
-# A local instance's idle workers (one per CPU, started as the driver connects) import what a
-# trial's process needs (~3 s) while the driver opens MLflow; the first trial actors take them
-# over (``tuner.trial_actors_without_runtime_env``). Ray kills an idle worker once the trials'
-# placement groups hold every CPU and it has idled this long (Ray's default: 1 s), which would
-# race the actors' placement; the MLflow store's set-up or a range test idles them seconds.
+# A local instance's idle workers (one per CPU, started as the driver connects) import torch
+# and the training code (~2 s) while the driver opens MLflow; the first trial actors take them
+# over (``tuner.trial_actors_without_runtime_env``). Not Tune: the re-evaluation's workers,
+# which preload the same, do not use it. Ray kills an idle worker that has idled this long once
+# the trials' placement groups hold every CPU (Ray's default: 1 s), a race with the actors'
+# placement; opening the MLflow store or a range test can idle them for seconds.
 WORKER_PRELOAD = {
-    "preload_python_modules": ["sweeps.trainable", "trainables.train_loop"],
+    "preload_python_modules": ["trainables.train_loop"],
     "idle_worker_killing_time_threshold_ms": 60_000,
 }
 
