@@ -72,30 +72,35 @@ def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path
         "reeval.seeds=2",
         *SAFE_RATES,
     ]
-    # 0.1 s more per epoch: trials last seconds even on a fast machine, so one is mid-flight.
-    env = {**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": "delay=0.1"}
+    # Each triangular trial marks its arrival at epoch 31, past its checkpoint of epoch 30, and
+    # waits there until the kill: one is mid-flight whatever the machine's speed.
+    held = tmp_path / "held"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    hold = f"epoch=31,family=triangular,touch={held},until={tmp_path / 'never'}"
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(
-        argv(tmp_path, sets), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        argv(tmp_path, sets),
+        cwd=tmp_path,
+        env={**env, "SWEEPS_INJECT_FAULT": hold},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     client = MlflowClient(uri(tmp_path))
     victim: Run | None = None
     deadline = time.monotonic() + 400
-    # Kill once >= 3 trials have finished and another is mid-flight: old enough to be in Ray's
-    # saved experiment state (saved every 2 s), past a checkpoint, and with >= 30 of its 60
-    # epochs (>= 3 s) still to go, so that it cannot end between this look and the kill.
+    # Kill once >= 3 trials have finished and a trial has been held for 3 s: Ray saves the
+    # experiment state (what --resume restores) every 2 s.
     while victim is None and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.3)
+        if not held.exists() or time.time() - held.stat().st_mtime < 3:
+            continue
         runs = trials(all_runs(client))
         if sum(r.info.status == "FINISHED" for r in runs) < 3:
             continue
-        for r in runs:
-            age = time.time() - r.info.start_time / 1000
-            if r.info.status == "RUNNING" and age > 2.5 and 6 <= len(steps(client, r)) <= 30:
-                victim = r
-                break
+        running = [r for r in runs if r.info.status == "RUNNING"]
+        victim = next((r for r in running if r.data.tags["sweeps.family"] == "triangular"), None)
     assert victim is not None, (
-        "no trial was mid-flight with 3 finished: " + (tmp_path / "first.log").read_text()[-3000:]
+        "no trial was held with 3 finished: " + (tmp_path / "first.log").read_text()[-3000:]
     )
     first.send_signal(signal.SIGKILL)
     first.wait(30)
@@ -130,9 +135,9 @@ def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path
     after = {r.info.run_id: (r.info.end_time, steps(client, r)) for r in live}
     for run_id, seen in before.items():
         assert after[run_id] == seen
-    # The trial killed mid-flight continued from its checkpoint, in the same MLflow run.
+    # The trial killed mid-flight continued from its last checkpoint, in the same MLflow run.
     kept = next(r for r in live if r.info.run_id == victim.info.run_id)
-    assert int(kept.data.tags["sweeps.resumed_from_epoch"]) >= 2
+    assert kept.data.tags["sweeps.resumed_from_epoch"] == "30"
     md = report_md(client, parents[0], tmp_path)
     assert "**Verdict.**" in md and "| triangular |" in md
 
