@@ -15,8 +15,8 @@ sqlite MLflow store, and prints:
   MLflow setup, the searcher and Tuner build, Tune's controller start, the first trial actor's
   start, the trials (split into epochs, the first trial's start-up on each fresh worker,
   reporting in the worker, the results' round trips to the driver, slots idle between trials),
-  the teardown after the last trial, then the wait for the re-evaluation, the report and
-  Ray's shutdown;
+  the teardown after the last trial, then the wait for the re-evaluation, the report, and
+  what is left after it of Ray's shutdown (which starts beside the report);
 - costs inside those phases: experiment checkpoints, driver time per result (ASHA, searcher,
   checkpoint bookkeeping, the TrialLogger hooks), Optuna's suggest per trial, and the start-up
   of a fresh worker's first trial.
@@ -265,7 +265,8 @@ def phases(
     out["log summary"] = s["log summary"]
     out["re-evaluation"] = s["re-evaluation"]
     out["report"] = s["report"]
-    out["finish + ray shutdown"] = s["mlflow finish"] + s["ray shutdown"]
+    # Ray's shutdown starts beside the report; what is left of it is waited for after.
+    out["after the report: finish + the rest of Ray's shutdown"] = t_end - last["report<"]
     out["other"] = (t_end - t_start) - sum(out.values())
     return out
 
@@ -273,7 +274,7 @@ def phases(
 def details(clock: Clock, result: SweepResult) -> dict[str, float]:
     """Costs inside the phases (not additive with them)."""
     s, first, last = clock.spans, clock.first, clock.last
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"Ray's shutdown, all of it (beside the report)": s["ray shutdown"]}
     for fam in ("search",):
         ended = last.get(f"{fam}:trial_end", 0.0)
         out[f"{fam}: in teardown: final experiment checkpoint (wait)"] = max(

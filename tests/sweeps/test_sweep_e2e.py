@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -36,6 +38,22 @@ def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 
 def dataset_overrides(ds: dict[str, Any]) -> list[str]:
     return [f"dataset.{k}={v}" for k, v in ds.items() if k != "name"]
+
+
+def record_ray_processes(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The processes of the local Ray instance the next ``run_sweep`` starts (raylet, GCS, ...)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    real = sweep_module.start_ray
+
+    def start_ray(address: str | None) -> bool:
+        started = real(address)
+        node = ray._private.worker._global_node
+        assert started and node is not None
+        procs.extend(info.process for infos in node.all_processes.values() for info in infos)
+        return started
+
+    monkeypatch.setattr(sweep_module, "start_ray", start_ray)
+    return procs
 
 
 def runs_by_role(uri: str, experiment: str) -> dict[str, list[Any]]:
@@ -162,8 +180,13 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
 
     monkeypatch.setattr(sweep_module, "run_search", search)
     monkeypatch.setattr(Reevaluation, "start", start)
+    ray_procs = record_ray_processes(monkeypatch)
     result = run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
     assert started[0] == ("fixed", True), started
+    # Ray stops beside the report, and is gone, all its processes reaped, once run_sweep returns.
+    assert result.report is not None
+    assert not ray.is_initialized()
+    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
     runs = runs_by_role(uri, "digits_lr")
     trials = runs["trial"]
     assert len(trials) == 6
@@ -194,6 +217,37 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
         matches = [c for c in curves if len(c) - 1 <= len(values) <= len(c)]
         assert any(c[: len(values)] == pytest.approx(values) for c in matches), values
     assert outcome.best_val_acc is not None and outcome.best_val_acc > 0.9
+
+
+@pytest.mark.slow
+def test_a_failed_report_fails_the_sweep_and_still_stops_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    spec = load_spec(
+        "digits_lr",
+        ["search.families=[fixed]", "search.trials_per_family=2", "train.epochs=3",
+         "reeval.seeds=1"],
+    )  # fmt: skip
+    stopping: list[bool] = []
+
+    def broken_report(client: MlflowClient, parent: str) -> Any:
+        # Ray's shutdown is under way or over: the report does not wait for it, nor need Ray.
+        shutting = any(t.name == "sweeps-ray-shutdown" for t in threading.enumerate())
+        stopping.append(shutting or not ray.is_initialized())
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sweep_module, "build_and_log", broken_report)
+    ray_procs = record_ray_processes(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
+    assert stopping == [True]
+    assert not ray.is_initialized()
+    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
+    runs = runs_by_role(uri, "digits_lr")
+    assert [r.info.status for r in runs["sweep"]] == ["FAILED"]
+    assert len(runs["reeval"]) == 1  # logged before the report
 
 
 def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
