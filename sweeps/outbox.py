@@ -196,7 +196,7 @@ def plan(writes: Sequence[Write]) -> list[list[Write]]:
 
 # What an Outbox does not pickle: the connection, locks, threads and per-process bookkeeping.
 _LIVE = frozenset(
-    {"client", "_lock", "_queue_lock", "_delivered", "say", "_sender", "_wake", "_failed"}
+    {"client", "_lock", "_queue_lock", "_delivered", "say", "_sender", "_wake", "_stop", "_failed"}
 )
 
 
@@ -224,7 +224,7 @@ class Outbox:
         # end): a pickled outbox must not send them again.
         self._delivered: set[int] = set()
         self._sender: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._wake, self._stop = threading.Event(), threading.Event()
         self._failed: TrackingError | None = None  # a refusal the sender thread met
 
     # Ray pickles the run config (callbacks included) for Tuner.restore: no client, lock or printer.
@@ -241,7 +241,8 @@ class Outbox:
         self._delivered = set()
         self.say = _stderr
         self.down_since, self._next_try = None, 0.0  # monotonic times mean nothing elsewhere
-        self._sender, self._wake, self._failed = None, threading.Event(), None
+        self._sender, self._failed = None, None
+        self._wake, self._stop = threading.Event(), threading.Event()
 
     # -- sending from a thread ----------------------------------------------------------------
     def start_sender(self) -> None:
@@ -249,6 +250,7 @@ class Outbox:
         writes (~16 ms on sqlite) no longer hold up Tune's driver loop, and with it the trial
         that reported. Order, placeholders and the patience work as before."""
         if self._sender is None:
+            self._stop.clear()
             self._sender = threading.Thread(
                 target=self._send_loop, name="mlflow-outbox", daemon=True
             )
@@ -257,6 +259,7 @@ class Outbox:
     def stop_sender(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
+            self._stop.set()  # cut the pause short: the caller's flush sends what is left
             self._wake.set()
             sender.join()
 
@@ -268,7 +271,7 @@ class Outbox:
                 self.drain()
             except TrackingError as exc:  # raised to the sweep by its next write or flush
                 self._failed = exc
-            time.sleep(SEND_EVERY)  # let results gather: drain merges each run's into one call
+            self._stop.wait(SEND_EVERY)  # let results gather: drain merges each run's into one
 
     def _raise_failure(self) -> None:
         failed, self._failed = self._failed, None

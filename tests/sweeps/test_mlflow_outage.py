@@ -175,6 +175,25 @@ def test_queued_writes_of_a_run_go_in_one_log_batch_in_order(tracker: SweepTrack
     assert run_a.info.status == "RUNNING"
 
 
+def test_finish_does_not_wait_out_the_senders_pause(
+    tracker: SweepTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "SEND_EVERY", 60.0)
+    tracker.outbox.start_sender()
+    run = tracker.start_child("fixed-001", "trial", {"sweeps.family": "fixed"}, {"base_lr": 0.1})
+    tracker.log_epoch(run, epoch(1))
+    deadline = time.monotonic() + 10
+    while tracker.outbox.queue and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not tracker.outbox.queue  # sent; the thread now pauses for SEND_EVERY
+    t0 = time.monotonic()
+    tracker.finish()
+    assert time.monotonic() - t0 < 10
+    client = real_client(tracker)
+    assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+    assert client.get_run(tracker.resolve(run)).info.status == "FAILED"  # left open: never RUNNING
+
+
 def test_an_outbox_pickled_mid_drain_does_not_hold_what_the_store_took(
     tracker: SweepTracker,
 ) -> None:
