@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 import tempfile
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     experiment = f"{spec.name}-{parent[:8]}"
     status = "FAILED"
     reeval: Reevaluation | None = None
-    stopping: threading.Thread | None = None
+    stopping: Future[None] | None = None
     try:
         if spec.search.bounds == "range_test":
             derived = resolved_spec(tracker) if resumed else None
@@ -141,9 +140,10 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             result.reevals = reeval.finish(result.outcomes, bar)
         if started_ray:
             # The report needs no Ray, and Ray's shutdown is ~1.5 s of waiting for its processes
-            # to exit: side by side.
-            stopping = threading.Thread(target=ray.shutdown, name="sweeps-ray-shutdown")
-            stopping.start()
+            # to exit: side by side. An error of it is raised at the end, as before.
+            stopper = ThreadPoolExecutor(1, thread_name_prefix="sweeps-ray-shutdown")
+            stopping = stopper.submit(ray.shutdown)
+            stopper.shutdown(wait=False)  # its one thread ends with Ray's shutdown
         console.print("building the report from MLflow ...", highlight=False)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0
@@ -157,7 +157,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             reeval.cancel()
         tracker.finish(status)
         if stopping is not None:
-            stopping.join()
+            stopping.result()
         elif started_ray:
             ray.shutdown()
     return result

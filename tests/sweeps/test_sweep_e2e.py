@@ -234,7 +234,7 @@ def test_a_failed_report_fails_the_sweep_and_still_stops_ray(
 
     def broken_report(client: MlflowClient, parent: str) -> Any:
         # Ray's shutdown is under way or over: the report does not wait for it, nor need Ray.
-        shutting = any(t.name == "sweeps-ray-shutdown" for t in threading.enumerate())
+        shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
         stopping.append(shutting or not ray.is_initialized())
         raise OSError("disk full")
 
