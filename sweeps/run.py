@@ -109,13 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_sweep(
                 spec,
                 RunOptions(
-                    args.tracking_uri, args.address, args.storage, args.max_concurrent, args.resume
+                    args.tracking_uri,
+                    args.address,
+                    args.storage,
+                    args.max_concurrent,
+                    args.resume,
+                    shutdown_ray=started_ray,
                 ),
                 err,
             )
         finally:
             if started_ray:
-                ray.shutdown()
+                ray.shutdown()  # a no-op unless run_sweep failed before its own shutdown
         print_summary(result, out)
         return 0
     except (SweepsError, DataError) as exc:

@@ -37,6 +37,8 @@ class RunOptions:
     storage: str | None = None
     max_concurrent: int | None = None
     resume: bool = False  # continue the newest unfinished sweep of this spec
+    # The caller started the local Ray instance and leaves its shutdown, beside the report, here.
+    shutdown_ray: bool = False
 
 
 @dataclass
@@ -138,7 +140,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
             result.reevals = reeval.finish(result.outcomes, bar)
-        if started_ray:
+        if started_ray or opts.shutdown_ray:
             # The report needs no Ray, and Ray's shutdown is ~1.5 s of waiting for its processes
             # to exit: side by side. An error of it is raised at the end, as before.
             stopper = ThreadPoolExecutor(1, thread_name_prefix="sweeps-ray-shutdown")
@@ -158,7 +160,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         tracker.finish(status)
         if stopping is not None:
             stopping.result()
-        elif started_ray:
+        elif started_ray or opts.shutdown_ray:
             ray.shutdown()
     return result
 

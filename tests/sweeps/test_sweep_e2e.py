@@ -16,7 +16,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import sweeps.sweep as sweep_module
+from sweeps import cluster
 from sweeps.reeval import Reevaluation
+from sweeps.run import main as run_main
 from sweeps.spec import load_spec
 from sweeps.sweep import RunOptions, run_sweep
 from sweeps.tracking import TRIAL_STATUSES
@@ -40,10 +42,13 @@ def dataset_overrides(ds: dict[str, Any]) -> list[str]:
     return [f"dataset.{k}={v}" for k, v in ds.items() if k != "name"]
 
 
-def record_ray_processes(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
-    """The processes of the local Ray instance the next ``run_sweep`` starts (raylet, GCS, ...)."""
+def record_ray_processes(
+    monkeypatch: pytest.MonkeyPatch, caller: Any = sweep_module
+) -> list[subprocess.Popen[bytes]]:
+    """The processes of the local Ray instance that ``caller.start_ray`` starts next (raylet,
+    GCS, ...)."""
     procs: list[subprocess.Popen[bytes]] = []
-    real = sweep_module.start_ray
+    real = caller.start_ray
 
     def start_ray(address: str | None) -> bool:
         started = real(address)
@@ -52,7 +57,7 @@ def record_ray_processes(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Pop
         procs.extend(info.process for infos in node.all_processes.values() for info in infos)
         return started
 
-    monkeypatch.setattr(sweep_module, "start_ray", start_ray)
+    monkeypatch.setattr(caller, "start_ray", start_ray)
     return procs
 
 
@@ -248,6 +253,33 @@ def test_a_failed_report_fails_the_sweep_and_still_stops_ray(
     runs = runs_by_role(uri, "digits_lr")
     assert [r.info.status for r in runs["sweep"]] == ["FAILED"]
     assert len(runs["reeval"]) == 1  # logged before the report
+
+
+@pytest.mark.slow
+def test_the_cli_leaves_the_ray_it_started_to_stop_beside_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    stopping: list[bool] = []
+    real_report = sweep_module.build_and_log
+
+    def report(client: MlflowClient, parent: str) -> Any:
+        shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
+        stopping.append(shutting or not ray.is_initialized())
+        return real_report(client, parent)
+
+    monkeypatch.setattr(sweep_module, "build_and_log", report)
+    ray_procs = record_ray_processes(monkeypatch, cluster)  # the CLI starts Ray itself
+    sets = ["search.families=[fixed]", "search.trials_per_family=2", "train.epochs=3",
+            "reeval.seeds=1"]  # fmt: skip
+    assert (
+        run_main(["digits_lr", "--tracking-uri", uri, *(a for s in sets for a in ("--set", s))])
+        == 0
+    )
+    assert stopping == [True]
+    assert not ray.is_initialized()
+    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
 
 
 def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
