@@ -61,6 +61,21 @@ def record_ray_processes(
     return procs
 
 
+def shutdown_under_way() -> bool:
+    """Ray's shutdown has started in its thread, or is over (the report need not wait for it)."""
+    shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
+    return shutting or not ray.is_initialized()
+
+
+def assert_ray_gone(procs: list[subprocess.Popen[bytes]]) -> None:
+    assert not ray.is_initialized()
+    assert procs and [p.args for p in procs if p.poll() is None] == []
+
+
+# A digits sweep of two 3-epoch trials and one re-evaluation run.
+TINY = ["search.families=[fixed]", "search.trials_per_family=2", "train.epochs=3", "reeval.seeds=1"]
+
+
 def runs_by_role(uri: str, experiment: str) -> dict[str, list[Any]]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -190,8 +205,7 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
     assert started[0] == ("fixed", True), started
     # Ray stops beside the report, and is gone, all its processes reaped, once run_sweep returns.
     assert result.report is not None
-    assert not ray.is_initialized()
-    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
+    assert_ray_gone(ray_procs)
     runs = runs_by_role(uri, "digits_lr")
     trials = runs["trial"]
     assert len(trials) == 6
@@ -230,17 +244,11 @@ def test_a_failed_report_fails_the_sweep_and_still_stops_ray(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     uri = mlflow_store(tmp_path / "mlflow.db")
-    spec = load_spec(
-        "digits_lr",
-        ["search.families=[fixed]", "search.trials_per_family=2", "train.epochs=3",
-         "reeval.seeds=1"],
-    )  # fmt: skip
+    spec = load_spec("digits_lr", TINY)
     stopping: list[bool] = []
 
     def broken_report(client: MlflowClient, parent: str) -> Any:
-        # Ray's shutdown is under way or over: the report does not wait for it, nor need Ray.
-        shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
-        stopping.append(shutting or not ray.is_initialized())
+        stopping.append(shutdown_under_way())
         raise OSError("disk full")
 
     monkeypatch.setattr(sweep_module, "build_and_log", broken_report)
@@ -248,8 +256,7 @@ def test_a_failed_report_fails_the_sweep_and_still_stops_ray(
     with pytest.raises(OSError, match="disk full"):
         run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
     assert stopping == [True]
-    assert not ray.is_initialized()
-    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
+    assert_ray_gone(ray_procs)
     runs = runs_by_role(uri, "digits_lr")
     assert [r.info.status for r in runs["sweep"]] == ["FAILED"]
     assert len(runs["reeval"]) == 1  # logged before the report
@@ -265,21 +272,15 @@ def test_the_cli_leaves_the_ray_it_started_to_stop_beside_the_report(
     real_report = sweep_module.build_and_log
 
     def report(client: MlflowClient, parent: str) -> Any:
-        shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
-        stopping.append(shutting or not ray.is_initialized())
+        stopping.append(shutdown_under_way())
         return real_report(client, parent)
 
     monkeypatch.setattr(sweep_module, "build_and_log", report)
     ray_procs = record_ray_processes(monkeypatch, cluster)  # the CLI starts Ray itself
-    sets = ["search.families=[fixed]", "search.trials_per_family=2", "train.epochs=3",
-            "reeval.seeds=1"]  # fmt: skip
-    assert (
-        run_main(["digits_lr", "--tracking-uri", uri, *(a for s in sets for a in ("--set", s))])
-        == 0
-    )
+    sets = [arg for s in TINY for arg in ("--set", s)]
+    assert run_main(["digits_lr", "--tracking-uri", uri, *sets]) == 0
     assert stopping == [True]
-    assert not ray.is_initialized()
-    assert ray_procs and [p.args for p in ray_procs if p.poll() is None] == []
+    assert_ray_gone(ray_procs)
 
 
 def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
