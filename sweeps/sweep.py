@@ -94,6 +94,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             if started_ray:
                 ray.shutdown()
             raise
+    stop_ray = started_ray or opts.shutdown_ray  # ours to shut down when the sweep ends
     t0 = time.monotonic()
     if resumed:
         tracker.reopen(resumed)
@@ -140,7 +141,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
             result.reevals = reeval.finish(result.outcomes, bar)
-        if started_ray or opts.shutdown_ray:
+        if stop_ray:
             # The report needs no Ray, and Ray's shutdown is ~1.5 s of waiting for its processes
             # to exit: side by side. An error of it is raised at the end, as before.
             stopper = ThreadPoolExecutor(1, thread_name_prefix="sweeps-ray-shutdown")
@@ -160,7 +161,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         tracker.finish(status)
         if stopping is not None:
             stopping.result()
-        elif started_ray or opts.shutdown_ray:
+        elif stop_ray:
             ray.shutdown()
     return result
 
