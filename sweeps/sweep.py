@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 import time
@@ -107,6 +108,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     status = "FAILED"
     reeval: Reevaluation | None = None
     stopping: Future[None] | None = None
+    gc_was_on = False
     try:
         if spec.search.bounds == "range_test":
             derived = resolved_spec(tracker) if resumed else None
@@ -143,7 +145,11 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             result.reevals = reeval.finish(result.outcomes, bar)
         if stop_ray:
             # The report needs no Ray, and Ray's shutdown is ~1.5 s of waiting for its processes
-            # to exit: side by side. An error of it is raised at the end, as before.
+            # to exit: side by side. An error of it is raised at the end, as before. Python's
+            # GC stays off until it is over: a Ray handle freed while Ray's core worker is torn
+            # down ends the whole process, and cyclic garbage still holds some of Tune's.
+            gc_was_on = gc.isenabled()
+            gc.disable()
             stopper = ThreadPoolExecutor(1, thread_name_prefix="sweeps-ray-shutdown")
             stopping = stopper.submit(ray.shutdown)
             stopper.shutdown(wait=False)  # its one thread ends with Ray's shutdown
@@ -159,10 +165,14 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         if reeval is not None:
             reeval.cancel()
         tracker.finish(status)
-        if stopping is not None:
-            stopping.result()
-        elif stop_ray:
-            ray.shutdown()
+        try:
+            if stopping is not None:
+                stopping.result()
+            elif stop_ray:
+                ray.shutdown()
+        finally:
+            if gc_was_on:
+                gc.enable()  # Ray is down: its handles are safe to free now
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -62,13 +63,16 @@ def record_ray_processes(
 
 
 def shutdown_under_way() -> bool:
-    """Ray's shutdown has started in its thread, or is over (the report need not wait for it)."""
+    """Ray's shutdown has started in its thread, or is over (the report need not wait for it),
+    and Python's GC is off meanwhile: a Ray handle that a collection frees while Ray's core
+    worker is torn down ends the process ("The core worker has already been shutdown")."""
     shutting = any(t.name.startswith("sweeps-ray-shutdown") for t in threading.enumerate())
-    return shutting or not ray.is_initialized()
+    return (shutting or not ray.is_initialized()) and not gc.isenabled()
 
 
 def assert_ray_gone(procs: list[subprocess.Popen[bytes]]) -> None:
     assert not ray.is_initialized()
+    assert gc.isenabled()  # back on once Ray is down
     assert procs and [p.args for p in procs if p.poll() is None] == []
 
 
