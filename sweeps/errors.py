@@ -30,6 +30,14 @@ class SpecError(SweepsError):
     """An invalid sweep spec, --set override or sweep name."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a sweep after its parent run was created: ``--resume`` continues it."""
+
+    def __init__(self, parent_run_id: str) -> None:
+        super().__init__(parent_run_id)
+        self.parent_run_id = parent_run_id
+
+
 def _loc(loc: tuple[Any, ...], prefix: str) -> str:
     path = ".".join(str(p) for p in loc)
     return ".".join(p for p in (prefix, path) if p) or "spec"

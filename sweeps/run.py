@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from search_spaces import FAMILIES, define_by_run
 from sweeps.custom import load_trainable
-from sweeps.errors import SweepsError, format_validation_error
+from sweeps.errors import SweepInterrupted, SweepsError, format_validation_error
 from sweeps.preflight import check_inputs
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
@@ -127,8 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(err, str(exc))
     except ValidationError as exc:
         return _fail(err, format_validation_error(exc))
+    except SweepInterrupted as exc:
+        again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+        err.print(
+            f"interrupted: the sweep's MLflow parent run {exc.parent_run_id} is marked KILLED "
+            "and Ray kept the search's state; continue it with: "
+            + shlex.join(["python", "-m", "sweeps.run", *again, "--resume"]),
+            highlight=False,
+            markup=False,
+        )
+        return 130
     except KeyboardInterrupt:
-        err.print("interrupted: the MLflow parent run is marked KILLED")
+        err.print("interrupted before the sweep's MLflow parent run was created: nothing to resume")
         return 130
 
 

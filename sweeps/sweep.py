@@ -18,7 +18,7 @@ from rich.table import Table
 
 from sweeps.cluster import check_resources, start_ray
 from sweeps.custom import load_trainable
-from sweeps.errors import redact
+from sweeps.errors import SweepInterrupted, redact
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
@@ -158,9 +158,9 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         result.wall_seconds = time.monotonic() - t0
         tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise
+        raise SweepInterrupted(parent) from exc
     finally:
         if reeval is not None:
             reeval.cancel()

@@ -300,6 +300,13 @@ class SweepTracker:
         self.client.update_run(parent_id, status="RUNNING")
         self.set_tags(parent_id, {"sweeps.resumes": str(resumes)})
 
+    def reopen_child(self, run: Run) -> None:
+        """Resume: a nested run the interrupted driver left open goes on. RUNNING again (Ctrl-C
+        ended it KILLED), and ended with the sweep if this one stops early too."""
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        self.open_runs.add(run.info.run_id)
+
     def children(self, role: str, family: str | None = None) -> list[Run]:
         """The parent's live (not deleted) nested runs of ``role``, oldest first."""
         query = f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`sweeps.role` = '{role}'"
@@ -321,3 +328,4 @@ class SweepTracker:
         self.set_tags(run_id, {"sweeps.status": "killed", "sweeps.discarded": reason})
         self.client.set_terminated(run_id, status="KILLED")
         self.client.delete_run(run_id)
+        self.open_runs.discard(run_id)

@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import pickle
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -322,6 +324,7 @@ class FamilyRuns:
             self.logged[run.info.run_id] = self.tracker.last_step(run.info.run_id)
             status = run.data.tags.get("sweeps.status")
             if run.info.status == "RUNNING" or status is None:
+                self.tracker.reopen_child(run)
                 continue
             self.ended.add(trial_id)
             m = run.data.metrics
@@ -524,6 +527,42 @@ def trial_actors_without_runtime_env() -> Iterator[None]:
         class_cache.DEFAULT_ENV_VARS.update(env)
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def ctrl_c_ends_the_sweep() -> Iterator[None]:
+    """Raise KeyboardInterrupt after a search that Ctrl-C ended.
+
+    Tune catches the first Ctrl-C in ``fit()`` itself: it saves the experiment's state and
+    returns as if the search were over, and the sweep would go on to a verdict on part of it.
+    Tune hands SIGINT back to the handler it found once it has caught one (so that a second
+    Ctrl-C skips its final save): that handler raising is how the sweep learns of it. Tune's
+    handlers are taken off afterwards, or a later Ctrl-C would only set Tune's spent flag."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        yield
+        caught = signal.getsignal(signal.SIGINT) is _raise_interrupt and _tune_takes_sigint()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _tune_takes_sigint() -> bool:
+    """Whether Tune installs its SIGINT handler in ``fit()`` (as Tune reads the variable)."""
+    try:
+        return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    except ValueError:
+        return True
+
+
 def run_search(
     spec: SweepSpec,
     *,
@@ -604,7 +643,7 @@ def run_search(
     for q in quiet:
         q.setLevel(logging.CRITICAL)
     try:
-        with trial_actors_without_runtime_env():
+        with ctrl_c_ends_the_sweep(), trial_actors_without_runtime_env():
             grid = tuner.fit()
         if restoring:
             _reconcile(families, grid)

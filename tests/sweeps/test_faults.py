@@ -61,35 +61,34 @@ def report_md(client: MlflowClient, parent: Run, tmp: Path) -> str:
     return Path(path).read_text()
 
 
-@pytest.mark.slow
-def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path], str]) -> None:
-    mlflow_store(tmp_path / "mlflow.db")
-    sets = [
-        "search.families=[fixed,triangular]",
-        "search.trials_per_family=4",
-        "train.epochs=60",
-        "train.checkpoint_every=2",
-        "reeval.seeds=2",
-        *SAFE_RATES,
-    ]
-    # Each triangular trial marks its arrival at epoch 31, past its checkpoint of epoch 30, and
-    # waits there until the kill: one is mid-flight whatever the machine's speed.
-    held = tmp_path / "held"
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    hold = f"epoch=31,family=triangular,touch={held},until={tmp_path / 'never'}"
-    log = (tmp_path / "first.log").open("w")
+# Two families of four 60-epoch trials, every trial trained to its end, two seeds to re-evaluate.
+HELD_SETS = [
+    "search.families=[fixed,triangular]",
+    "search.trials_per_family=4",
+    "train.epochs=60",
+    "train.checkpoint_every=2",
+    "reeval.seeds=2",
+    *SAFE_RATES,
+]
+
+
+def start_and_hold(tmp: Path) -> tuple[subprocess.Popen[bytes], Run]:
+    """The CLI's sweep, once >= 3 trials have finished and a triangular trial has been held for
+    3 s at epoch 31, past its checkpoint of epoch 30 (one is mid-flight whatever the machine's
+    speed; Ray saves the experiment state, what --resume restores, every 2 s)."""
+    held = tmp / "held"
+    hold = f"epoch=31,family=triangular,touch={held},until={tmp / 'never'}"
+    log = (tmp / "first.log").open("w")
     first = subprocess.Popen(
-        argv(tmp_path, sets),
-        cwd=tmp_path,
-        env={**env, "SWEEPS_INJECT_FAULT": hold},
+        argv(tmp, HELD_SETS),
+        cwd=tmp,
+        env={**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": hold},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    client = MlflowClient(uri(tmp_path))
+    client = MlflowClient(uri(tmp))
     victim: Run | None = None
     deadline = time.monotonic() + 400
-    # Kill once >= 3 trials have finished and a trial has been held for 3 s: Ray saves the
-    # experiment state (what --resume restores) every 2 s.
     while victim is None and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.3)
         if not held.exists() or time.time() - held.stat().st_mtime < 3:
@@ -100,25 +99,32 @@ def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path
         running = [r for r in runs if r.info.status == "RUNNING"]
         victim = next((r for r in running if r.data.tags["sweeps.family"] == "triangular"), None)
     assert victim is not None, (
-        "no trial was held with 3 finished: " + (tmp_path / "first.log").read_text()[-3000:]
+        "no trial was held with 3 finished: " + (tmp / "first.log").read_text()[-3000:]
     )
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
-    before = {
+    return first, victim
+
+
+def finished_trials(client: MlflowClient) -> dict[str, tuple[int | None, list[int]]]:
+    return {
         r.info.run_id: (r.info.end_time, steps(client, r))
         for r in trials(all_runs(client))
         if r.info.status == "FINISHED"
     }
-    assert len(before) >= 3
-    assert any(r.info.status == "RUNNING" for r in all_runs(client))  # what the kill left
 
+
+def resume_to_the_end(
+    tmp: Path, before: dict[str, tuple[int | None, list[int]]], victim: Run
+) -> None:
+    """``--resume`` finishes the sweep: finished trials are kept as they were, the held one
+    continues from its checkpoint in its own MLflow run, and the report is built."""
     resumed = subprocess.run(
-        argv(tmp_path, sets, "--resume"), cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=600, check=False,
+        argv(tmp, HELD_SETS, "--resume"), cwd=tmp, env={**os.environ, "RAY_ADDRESS": ""},
+        capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed" in resumed.stderr
 
+    client = MlflowClient(uri(tmp))
     runs = all_runs(client)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     parents = [r for r in runs if r.data.tags.get("sweeps.role") == "sweep"]
@@ -131,15 +137,57 @@ def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path
     for r in live:  # every epoch logged once, none missing
         assert steps(client, r) == list(range(1, int(r.data.metrics["epochs_used"]) + 1))
         assert r.data.tags["sweeps.status"] == "completed"
+        assert r.info.status == "FINISHED"
     # Finished trials were not run again.
     after = {r.info.run_id: (r.info.end_time, steps(client, r)) for r in live}
     for run_id, seen in before.items():
         assert after[run_id] == seen
-    # The trial killed mid-flight continued from its last checkpoint, in the same MLflow run.
+    # The trial stopped mid-flight continued from its last checkpoint, in the same MLflow run.
     kept = next(r for r in live if r.info.run_id == victim.info.run_id)
     assert kept.data.tags["sweeps.resumed_from_epoch"] == "30"
-    md = report_md(client, parents[0], tmp_path)
+    md = report_md(client, parents[0], tmp)
     assert "**Verdict.**" in md and "| triangular |" in md
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resumed(tmp_path: Path, mlflow_store: Callable[[Path], str]) -> None:
+    mlflow_store(tmp_path / "mlflow.db")
+    first, victim = start_and_hold(tmp_path)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    client = MlflowClient(uri(tmp_path))
+    before = finished_trials(client)
+    assert len(before) >= 3
+    assert any(r.info.status == "RUNNING" for r in all_runs(client))  # what the kill left
+    resume_to_the_end(tmp_path, before, victim)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    """Ray Tune catches a first Ctrl-C and ends its search as if it were over: the sweep must
+    stop there (no re-evaluation or verdict on part of the search), mark its runs KILLED, exit
+    130 and say how to resume."""
+    mlflow_store(tmp_path / "mlflow.db")
+    first, victim = start_and_hold(tmp_path)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(120) == 130
+    out = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("interrupted: ")]
+    assert len(lines) == 1 and lines[0].endswith("--resume"), out[-3000:]
+    assert "building the report" not in out and "verdict" not in out
+    client = MlflowClient(uri(tmp_path))
+    runs = all_runs(client)
+    (parent,) = [r for r in runs if r.data.tags.get("sweeps.role") == "sweep"]
+    assert parent.info.status == "KILLED" and parent.info.run_id in lines[0]
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["spec.yaml"]
+    before = finished_trials(client)
+    assert len(before) >= 3
+    resume_to_the_end(tmp_path, before, victim)
 
 
 @pytest.mark.slow

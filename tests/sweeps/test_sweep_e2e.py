@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -205,7 +206,10 @@ def test_digits_high_rates_collapse_and_asha_stops_reach_optuna_as_pruned(
     monkeypatch.setattr(sweep_module, "run_search", search)
     monkeypatch.setattr(Reevaluation, "start", start)
     ray_procs = record_ray_processes(monkeypatch)
+    ctrl_c = signal.getsignal(signal.SIGINT)
     result = run_sweep(spec, RunOptions(tracking_uri=uri, storage=str(tmp_path / "ray")))
+    # Tune's SIGINT handler is gone with its search: Ctrl-C in the re-evaluation still stops.
+    assert signal.getsignal(signal.SIGINT) is ctrl_c
     assert started[0] == ("fixed", True), started
     # Ray stops beside the report, and is gone, all its processes reaped, once run_sweep returns.
     assert result.report is not None

@@ -4,10 +4,14 @@ statuses, capacity, and the resumed driver's replay of epochs MLflow lacks."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import optuna
 import pytest
@@ -29,6 +33,7 @@ from sweeps.tuner import (
     FamilySearch,
     PrunedAwareOptunaSearch,
     capacity,
+    ctrl_c_ends_the_sweep,
     make_scheduler,
     trial_status,
 )
@@ -261,3 +266,50 @@ def test_families_are_complete_once_every_trial_has_started() -> None:
     assert p.complete_families() == ["a"]
     p.trial_ended("b", "b-002", "failed", 1, 0.0)
     assert p.complete_families() == ["a", "b"]
+
+
+def _tune_like_handler(caught: list[bool]) -> None:
+    """What Tune's fit() does with SIGINT: catch the first, hand SIGINT back, return normally."""
+    original = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(True)
+        signal.signal(signal.SIGINT, original)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_a_ctrl_c_that_tune_caught_ends_the_sweep_after_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    caught: list[bool] = []
+    with pytest.raises(KeyboardInterrupt), ctrl_c_ends_the_sweep():
+        _tune_like_handler(caught)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs between two bytecodes of the main thread
+        assert caught == [True]  # Tune's caught it: fit() "returns"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_search_without_ctrl_c_ends_normally_and_takes_tunes_handler_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_ends_the_sweep():
+        _tune_like_handler([])
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_raises_at_once_where_tune_leaves_sigint_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    with pytest.raises(KeyboardInterrupt), ctrl_c_ends_the_sweep():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        raise AssertionError("Ctrl-C did not interrupt")
+    with ctrl_c_ends_the_sweep():
+        pass  # and no interrupt, no raise
