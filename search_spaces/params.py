@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -28,6 +29,10 @@ class FloatRange(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(
+                f"`low` and `high` must be finite, but got (low={self.low}, high={self.high})"
+            )
         if not self.low < self.high:
             raise ValueError(f"`low < high` must hold, but got (low={self.low}, high={self.high})")
         if self.log and self.low <= 0:

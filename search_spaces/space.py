@@ -44,6 +44,11 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
+        for name, rates in (("base_lr", self.base_lr), ("max_lr", self.max_lr)):
+            if rates is not None and rates.low <= 0:
+                raise RuleError(
+                    name, f"`low > 0` must hold for a learning rate, but got (low={rates.low})"
+                )
         needs_max = [f for f in self.families if "max_lr" in FAMILIES[f].params]
         if needs_max and self.max_lr is None:
             raise RuleError(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -48,8 +49,28 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """``field.path: rule, but got value`` per problem, joined on one line."""
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The fields of the section of ``model`` at ``loc`` (None where it is not a model)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = [a for a in (field.annotation, *get_args(field.annotation)) if _is_model(a)]
+        if not inner:
+            return None
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """``field.path: rule, but got value`` per problem, joined on one line. With ``model`` (the
+    validated class), an unknown key's error lists the keys its section allows."""
     parts = []
     for err in exc.errors(include_url=False):
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
@@ -59,7 +80,11 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
             loc += tuple(field.split("."))
         where = _loc(loc, prefix)
         if err["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown key (allowed keys are listed in the README)")
+            keys = _keys_at(model, loc[:-1]) if model is not None else None
+            allowed = f"allowed: {', '.join(keys)}" if keys else "see --dry-run for the spec's keys"
+            near = difflib.get_close_matches(str(loc[-1]), keys or [], n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            parts.append(f"{where}: unknown key ({hint}{allowed})")
         elif "but got" in msg:
             parts.append(f"{where}: {msg}")
         else:

@@ -9,23 +9,59 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from sweeps.errors import SweepsError, redact
 from sweeps.spec import SweepSpec
 
 
-def check_inputs(spec: SweepSpec, address: str | None, tracking_uri: str | None) -> None:
-    """Raise the user's first mistake, in the order a sweep would meet them."""
+def check_inputs(
+    spec: SweepSpec,
+    address: str | None,
+    tracking_uri: str | None,
+    storage: str | None = None,
+    resume: bool = False,
+) -> None:
+    """Raise the user's first mistake, in the order a sweep would meet them. ``storage``: the
+    --storage option (the spec's, else the default, when None; with ``resume``, the resumed
+    sweep's, unknown before MLflow is open)."""
     from sweeps.custom import load_trainable  # torch: imported by the CLI already
     from trainables.data import load_splits
 
     load_trainable(spec.trainable)
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits
+    if storage or not resume:
+        check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
     check_server(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
+
+
+def storage_path(storage: str | None) -> str:
+    """Ray's storage_path: a URI (s3://...) as it is, a local folder made absolute (Ray reads a
+    relative one as a URI and fails), by default ``sweeps_results`` in the working directory."""
+    if storage and "://" in storage:
+        return storage
+    return str(Path(storage or "sweeps_results").expanduser().absolute())
+
+
+def check_storage(storage: str, field: str = "storage") -> None:
+    """A local storage folder must be one the sweep can create and write."""
+    if "://" in storage:
+        return  # a remote store: Ray's pyarrow checks it
+    path = Path(storage)
+    why = "it is a file" if path.exists() and not path.is_dir() else None
+    try:
+        if why is None:
+            path.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+    if why:
+        raise SweepsError(f"{field}: {storage!r} must be a folder the sweep can write, but {why}")
 
 
 def refusal(host: str, port: int) -> str | None:

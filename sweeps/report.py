@@ -249,8 +249,15 @@ def analyse(data: ReportData) -> Report:
     sentences = [stats.verdict(f, c) for f, c in comparisons.items()]
     if comparisons:
         headline = stats.overall_verdict(comparisons)
-    else:
+    elif BASELINE not in families:
         headline = "No verdict: the sweep has no tuned fixed family to compare against."
+    elif len(families) == 1:
+        headline = "No verdict: the sweep has no other family to compare with the fixed rate."
+    else:
+        headline = (
+            "No verdict: the tuned fixed family has no test accuracy to compare against (no "
+            "trial or re-evaluation run of it finished; see the failed trials)."
+        )
     return Report(data, rows, target, sentences, headline)
 
 

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_trainable(spec.trainable)
             dry_run(spec, out)
             return 0
-        check_inputs(spec, args.address, args.tracking_uri)
+        check_inputs(spec, args.address, args.tracking_uri, args.storage, args.resume)
         started_ray = start_beside_imports(args.address, args.tracking_uri)
         import ray  # imported by now, like the modules below
 

@@ -199,7 +199,7 @@ def validate(data: dict[str, Any]) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
+        raise SpecError(format_validation_error(exc, model=SweepSpec)) from None
 
 
 def load_spec(name_or_path: str, overrides: list[str] | None = None) -> SweepSpec:

@@ -20,6 +20,7 @@ from sweeps.cluster import check_resources, start_ray
 from sweeps.custom import load_trainable
 from sweeps.errors import SweepInterrupted, redact
 from sweeps.lr_find import apply_range_test, log_range_test, range_test
+from sweeps.preflight import check_storage, storage_path
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
 from sweeps.report import Report, build_and_log
@@ -75,12 +76,16 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     load_trainable(spec.trainable)  # a bad custom trainable fails here, before Ray
     facts = data_facts(spec)
 
+    given = storage_path(opts.storage) if opts.storage else None
+    if not opts.resume or given:
+        check_storage(given or storage_path(spec.storage), "--storage" if given else "storage")
+
     def open_tracker() -> tuple[SweepTracker, str, str]:
         tracker = SweepTracker(uri, spec)
         tracker.check()
         if opts.resume:
-            return tracker, *tracker.find_resumable(opts.storage)
-        return tracker, "", opts.storage or spec.storage or str(Path.cwd() / "sweeps_results")
+            return tracker, *tracker.find_resumable(given)
+        return tracker, "", given or storage_path(spec.storage)
 
     # MLflow's client (its store's schema check) and Ray's start take seconds each, mostly
     # waiting on other processes and files: side by side, not one after the other.

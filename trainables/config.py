@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from search_spaces import FamilyName, RuleError
 
@@ -24,8 +25,25 @@ class DatasetConfig(_Section):
     path: str | None = None
     sha256: str | None = CARDIO_SHA256
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        """Relative to the driver's working directory: Ray's workers run elsewhere."""
+        return None if path is None else str(Path(path).expanduser().absolute())
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, sha256: str | None) -> str | None:
+        return None if sha256 is None else sha256.lower()
+
     @model_validator(mode="after")
     def _fractions(self) -> Self:
+        if self.path is not None and self.name != "cardio":
+            raise RuleError(
+                "path",
+                "`dataset.path` is read for the cardio set only, but got "
+                f"(name={self.name!r}, path={self.path!r})",
+            )
         if not self.val_fraction + self.test_fraction < 0.9:
             raise RuleError(
                 "test_fraction",

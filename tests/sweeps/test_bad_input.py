@@ -71,6 +71,14 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("max-concurrent", ["digits_lr", "--max-concurrent", "0"], ["--max-concurrent", "N >= 1"]),
     ("resume-nothing", ["digits_lr", "--resume", *TINY],
      ["--resume", "unfinished sweep of 'digits_lr'", "there is none"]),
+    ("rate-negative", ["digits_lr", "--set", "search.base_lr={low: -1, high: 0.1, log: false}"],
+     ["search.base_lr", "`low > 0` must hold for a learning rate", "low=-1.0"]),
+    ("rate-infinite", ["digits_lr", "--set", "search.max_lr.high=.inf"],
+     ["search.max_lr", "must be finite", "high=inf"]),
+    ("data-path-not-cardio", ["digits_lr", "--set", "dataset.path=x.csv"],
+     ["dataset.path", "cardio set only", "name='digits'"]),
+    ("storage-file", ["digits_lr", "--storage", "bad.yaml", *TINY],
+     ["--storage", "bad.yaml'", "must be a folder the sweep can write", "it is a file"]),
     ("trainable-syntax", ["digits_lr", "--set", "trainable=train.py"],
      ["trainable", "'train.py'", "`module:function` syntax"]),
     ("trainable-missing", ["digits_lr", "--set", "trainable=no_such_module:train", *TINY],
@@ -126,7 +134,14 @@ def test_bad_input_exits_2_with_one_line(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case", ["data-path-missing", "data-offline", "trainable-missing", "tracking-unreachable"]
+    "case",
+    [
+        "data-path-missing",
+        "data-offline",
+        "trainable-missing",
+        "tracking-unreachable",
+        "storage-file",
+    ],
 )
 def test_the_inputs_are_checked_before_ray(
     tmp_path: Path, case: str, mlflow_store: Callable[[Path], str]

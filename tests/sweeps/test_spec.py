@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from sweeps.errors import SpecError
+from sweeps.preflight import check_storage, storage_path
 from sweeps.spec import SweepSpec, apply_overrides, load_spec, parse_override
 
 # (overrides, field path the message must start with, words it must contain)
@@ -40,7 +41,13 @@ INVALID: list[tuple[list[str], str, str]] = [
      "val_fraction + test_fraction < 0.9"),
     (["optimizer.momentum=0.9", "optimizer.name=adam"], "optimizer.momentum:", "sgd only"),
     (["train.epochs=ten"], "train.epochs:", "'ten'"),
-    (["search.colour=red"], "search.colour:", "unknown key"),
+    (["search.colour=red"], "search.colour:", "unknown key (allowed: families, trials_per_family"),
+    (["train.epochz=3"], "train.epochz:", "did you mean 'epochs'? allowed: epochs, batch_size"),
+    (["search.max_lr.lo=1"], "search.max_lr.lo:", "did you mean 'low'? allowed: low, high, log"),
+    (["colour=red"], "colour:", "allowed: name, description, dataset"),
+    (["search.max_lr=1e-3"], "search.max_lr:", "valid dictionary"),
+    (["search.base_lr={low: -1, high: 1, log: false}"], "search.base_lr:", "learning rate"),
+    (["search.gamma.high=.nan"], "search.gamma:", "must be finite"),
     (["sampler.name=grid"], "sampler.name:", "'grid'"),
 ]  # fmt: skip
 
@@ -126,3 +133,24 @@ def test_flat_params_and_yaml_dump() -> None:
     assert flat["search.base_lr.low"] == 1e-4
     assert flat["train.epochs"] == 50
     assert SweepSpec.model_validate(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_a_relative_data_path_is_the_drivers_and_the_checksum_any_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sha = "21A705D23381B0DFD6A6416DA701B490744F1FC3B47E9FF3DB3968C420FFA10C"
+    spec = load_spec("cardio_clr", ["dataset.path=data/cardio.csv", f"dataset.sha256={sha}"])
+    assert spec.dataset.path == str(tmp_path / "data" / "cardio.csv")
+    assert spec.dataset.sha256 == sha.lower()
+
+
+def test_storage_is_made_absolute_unless_a_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert storage_path("runs") == str(tmp_path / "runs")
+    assert storage_path(None) == str(tmp_path / "sweeps_results")
+    assert storage_path("s3://bucket/sweeps") == "s3://bucket/sweeps"
+    check_storage(storage_path("runs/deeper"))  # created
+    assert (tmp_path / "runs" / "deeper").is_dir()

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from sweeps.report import ReevalRow, ReportData, analyse
+from sweeps.spec import load_spec
 from sweeps.stats import (
     Comparison,
     epochs_to_target,
@@ -327,3 +329,32 @@ def test_overall_ignores_untestable_families_and_reports_when_none_testable() ->
     none = overall_verdict({"sgdr": bad})
     assert none.startswith("No CLR family could be tested against the tuned fixed rate (sgdr: ")
     assert overall_verdict({}) == "No CLR family was compared with the tuned fixed rate."
+
+
+def _data(families: str, tested: dict[str, list[float]]) -> ReportData:
+    spec = load_spec("digits_lr", [f"search.families=[{families}]"])
+    reevals = [
+        ReevalRow(f, 1, 1000 + i, "completed", {}, acc, [acc])
+        for f, accs in tested.items()
+        for i, acc in enumerate(accs)
+    ]
+    return ReportData("run", spec, [], reevals, {}, 1)
+
+
+@pytest.mark.parametrize(
+    ("families", "tested", "why"),
+    [
+        ("triangular,one_cycle", {"triangular": [0.9, 0.91]}, "has no tuned fixed family"),
+        ("fixed", {"fixed": [0.9, 0.91]}, "no other family to compare with"),
+        ("fixed,triangular", {"triangular": [0.9, 0.91]}, "fixed family has no test accuracy"),
+    ],
+)
+def test_no_verdict_says_why(families: str, tested: dict[str, list[float]], why: str) -> None:
+    headline = analyse(_data(families, tested)).headline
+    assert headline.startswith("No verdict: ") and why in headline, headline
+
+
+def test_a_verdict_where_both_sides_were_tested() -> None:
+    tested = {"fixed": [0.90, 0.91, 0.90], "triangular": [0.95, 0.96, 0.95]}
+    data = _data("fixed,triangular", tested)
+    assert not analyse(data).headline.startswith("No verdict")

@@ -97,7 +97,11 @@ def test_cardio_clr_small_run_through_the_cli(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = ["search.trials_per_family=2", "train.epochs=6", "reeval.seeds=2"]
-    sets += dataset_overrides(cardio_dataset)
+    # The file by a path relative to the CLI's working directory: Ray's workers run elsewhere.
+    source = cardio_dataset.get("path") or Path(os.environ["SWEEPS_DATA_DIR"], "cardio_train.csv")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cardio.csv").symlink_to(source)
+    sets += dataset_overrides({**cardio_dataset, "path": "data/cardio.csv"})
     args = ["cardio_clr", "--tracking-uri", uri]
     for s in sets:
         args += ["--set", s]
