@@ -76,7 +76,12 @@ def refusal(host: str, port: int) -> str | None:
 def check_server(uri: str) -> None:
     """An MLflow server (http or https) must accept connections. Other stores, and whether the
     server is MLflow at all, are MLflow's to check when the sweep opens the store."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise SweepsError(
+            f"--tracking-uri: {redact(uri)!r} must be a well-formed URI, but {exc}"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return
     try:

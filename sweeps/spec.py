@@ -182,6 +182,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise SpecError(f"spec file {str(path)!r}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file {str(path)!r}: must be UTF-8 text, but byte {exc.start} is not"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

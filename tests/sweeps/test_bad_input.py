@@ -20,6 +20,7 @@ FILES = {
     "columns.csv": "a;b;c\n1;2;3\n",
     "empty.csv": "",
     "text.csv": f"{HEADER}\n{GOOD_ROW.replace('168', 'tall')}\n",
+    "label.csv": f"{HEADER}\n{GOOD_ROW[: GOOD_ROW.rindex(';')]};7\n",
 }
 TINY = ["--set", "search.trials_per_family=1", "--set", "train.epochs=2",
         "--set", "early_stopping.grace_period=1"]  # fmt: skip
@@ -60,6 +61,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      "--set", "dataset.sha256=null", *TINY], ["empty.csv", "it is empty"]),
     ("data-non-numeric", ["cardio_clr", "--set", "dataset.path={tmp}/text.csv",
      "--set", "dataset.sha256=null", *TINY], ["column 'height' must be numeric", "'tall'"]),
+    ("data-label", ["cardio_clr", "--set", "dataset.path={tmp}/label.csv",
+     "--set", "dataset.sha256=null", *TINY], ["column 'cardio' (the label) must be 0 or 1", "7"]),
+    ("data-path-folder", ["cardio_clr", "--set", "dataset.path={tmp}"],
+     ["dataset.path", "must name a file", "is a folder"]),
+    ("spec-not-utf8", ["{tmp}/latin1.yaml"], ["latin1.yaml", "must be UTF-8 text"]),
+    ("tracking-malformed", ["digits_lr", "--tracking-uri", "http://[::1", *TINY],
+     ["--tracking-uri", "must be a well-formed URI"]),
     ("tracking-scheme", ["digits_lr", "--tracking-uri", "foo://x", *TINY],
      ["--tracking-uri", "'foo://x'", "must be a URI MLflow supports"]),
     ("tracking-unreachable", ["digits_lr", "--tracking-uri", "http://127.0.0.1:9", *TINY],
@@ -95,6 +103,7 @@ def run_cli(tmp_path: Path, argv: list[str], store: Callable[[Path], str]) -> st
     store: its one line, checked."""
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
     db = tmp_path / "mlflow.db"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--tracking-uri" not in args:

@@ -107,6 +107,7 @@ def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
         (HEADER.replace(";gluc", "") + "\n0;1;2;3;4;5;6;7;8;9;10;11\n", "lacks ['gluc']"),
         (HEADER + "\n" + GOOD.replace("168", "tall") + "\n", "column 'height' must be numeric"),
         (HEADER + "\n" + GOOD.replace("168", "") + "\n", "column 'height' must have no empty"),
+        (HEADER + "\n" + GOOD[: GOOD.rindex(";")] + ";7\n", "(the label) must be 0 or 1"),
     ],
 )
 def test_malformed_files_are_refused(tmp_path: Path, content: str, needle: str) -> None:
@@ -126,6 +127,37 @@ def test_offline_error_names_where_to_put_the_file(monkeypatch: pytest.MonkeyPat
     assert "could not be downloaded" in msg
     assert str(cardio.cache_dir() / "cardio_train.csv") in msg
     assert "$SWEEPS_DATA_DIR" in msg
+
+
+def test_a_bad_mirror_url_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(DataError, match="could not be downloaded from not-a-url"):
+        cardio.locate(None, CARDIO_SHA256, url="not-a-url")
+
+
+def test_an_unreadable_file_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "cardio.csv"
+    write(f, [GOOD])
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(f))
+
+    monkeypatch.setattr(Path, "open", denied)  # root reads any file: refuse it here
+    with pytest.raises(DataError, match="must be readable, but permission denied"):
+        cardio.locate(str(f), CARDIO_SHA256)
+    monkeypatch.setattr(pd, "read_csv", denied)
+    with pytest.raises(DataError, match="must be readable, but permission denied"):
+        cardio.read(f)
+
+
+def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"must name a file, but .* is a folder"):
+        cardio.locate(str(tmp_path), None)
 
 
 @pytest.fixture()

@@ -64,7 +64,10 @@ def sha256_of(path: Path) -> str:
 def _verify(path: Path, sha256: str | None) -> Path:
     if sha256 is None:
         return path
-    got = sha256_of(path)
+    try:
+        got = sha256_of(path)
+    except OSError as exc:
+        raise DataError(f"dataset: the file {path} must be readable, but {_why(exc)}") from None
     if got != sha256:
         raise DataError(
             f"dataset.sha256: the file {path} must have SHA-256 {sha256}, but got {got}; "
@@ -74,11 +77,16 @@ def _verify(path: Path, sha256: str | None) -> Path:
     return path
 
 
+def _why(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
 def _download(dest: Path, url: str) -> None:
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             payload = resp.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    # ValueError: $SWEEPS_CARDIO_URL is not a URL.
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         raise DataError(
             f"dataset: {FILENAME} was not found and could not be downloaded from {url} "
             f"({exc}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
@@ -108,6 +116,8 @@ def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path
     url = url or os.environ.get("SWEEPS_CARDIO_URL") or KAGGLE_URL
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise DataError(f"dataset.path: must name a file, but {str(p)!r} is a folder")
         if not p.is_file():
             raise DataError(f"dataset.path: the file must exist, but got {str(p)!r}")
         return _verify(p, sha256)
@@ -139,6 +149,8 @@ def read(path: Path) -> pd.DataFrame:
         ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"dataset: the file {path} must be ';'-separated CSV, but {exc}") from None
+    except OSError as exc:
+        raise DataError(f"dataset: the file {path} must be readable, but {_why(exc)}") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     extra = [c for c in df.columns if c not in COLUMNS]
     if missing or extra:
@@ -159,6 +171,13 @@ def read(path: Path) -> pd.DataFrame:
     if df[list(COLUMNS)].isna().any().any():
         col = next(c for c in COLUMNS if df[c].isna().any())
         raise DataError(f"dataset: column {col!r} must have no empty cells in {path}")
+    bad_label = ~df[LABEL].isin((0, 1))
+    if bad_label.any():
+        row = int(np.argmax(bad_label.to_numpy()))
+        raise DataError(
+            f"dataset: column {LABEL!r} (the label) must be 0 or 1, but row {row + 2} of {path} "
+            f"holds {df[LABEL].iloc[row]!r}"
+        )
     return df
 
 
