@@ -26,7 +26,7 @@ from sweeps.reeval import ReevalRun, Reevaluation
 from sweeps.report import Report, build_and_log
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, resolve_uri, ui_hint
-from sweeps.tuner import FamilyOutcome, capacity, run_search
+from sweeps.tuner import FamilyOutcome, capacity, check_resumable, run_search
 from trainables import TrialConfig
 from trainables.data import load_splits
 from trainables.train_loop import majority_rate
@@ -70,6 +70,11 @@ def data_facts(spec: SweepSpec) -> DataFacts:
     )
 
 
+def experiment_name(spec: SweepSpec, parent_run_id: str) -> str:
+    """Ray's experiment (folder) of the sweep whose MLflow parent run is ``parent_run_id``."""
+    return f"{spec.name}-{parent_run_id[:8]}"
+
+
 def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None) -> SweepResult:
     console = console or Console(stderr=True)
     uri = resolve_uri(opts.tracking_uri)
@@ -96,6 +101,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             started_ray = start_ray(opts.address)
             tracker, resumed, storage = opening.result()
             check_resources(spec, ray.cluster_resources())
+            if resumed:  # before it is reopened: a refused resume leaves it as it was
+                check_resumable(tracker, resumed, storage, experiment_name(spec, resumed))
         except BaseException:
             if started_ray:
                 ray.shutdown()
@@ -109,7 +116,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         parent = tracker.start({"sweeps.storage": storage})
     tracker.outbox.start_sender()  # trials' results no longer wait for MLflow's writes
     result = SweepResult(parent, uri, storage)
-    experiment = f"{spec.name}-{parent[:8]}"
+    experiment = experiment_name(spec, parent)
     status = "FAILED"
     reeval: Reevaluation | None = None
     stopping: Future[None] | None = None

@@ -307,9 +307,13 @@ class SweepTracker:
             self.client.update_run(run.info.run_id, status="RUNNING")
         self.open_runs.add(run.info.run_id)
 
-    def children(self, role: str, family: str | None = None) -> list[Run]:
-        """The parent's live (not deleted) nested runs of ``role``, oldest first."""
-        query = f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`sweeps.role` = '{role}'"
+    def children(
+        self, role: str, family: str | None = None, parent: str | None = None
+    ) -> list[Run]:
+        """The live (not deleted) nested runs of ``role`` of the parent (this sweep's unless
+        ``parent`` is given), oldest first."""
+        parent = parent or self.parent_id
+        query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`sweeps.role` = '{role}'"
         if family is not None:
             query += f" and tags.`sweeps.family` = '{family}'"
         return self.client.search_runs(

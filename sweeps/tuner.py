@@ -39,6 +39,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FAMILIES, define_by_run, study_seed
+from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
@@ -511,6 +512,22 @@ def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
 
 def experiment_path(storage: str, experiment: str) -> str:
     return f"{storage.rstrip('/')}/{experiment}"
+
+
+def check_resumable(tracker: SweepTracker, parent: str, storage: str, experiment: str) -> None:
+    """A resumed sweep whose Ray experiment is gone would run its finished trials again (Ray
+    keeps their checkpoints): refuse it, unless no trial had ended (Ray saved nothing yet)."""
+    path = experiment_path(storage, experiment)
+    if tune.Tuner.can_restore(path):
+        return
+    trials = tracker.children("trial", parent=parent)
+    ended = [r for r in trials if r.data.tags.get("sweeps.status")]
+    if ended:
+        raise SweepsError(
+            f"--resume: Ray's saved search {path!r} must exist to continue this sweep, but it "
+            f"does not, and its {len(ended)} ended trials would run again; pass the --storage "
+            "the sweep ran with, or run without --resume to start a new sweep"
+        )
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,17 @@ def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(
     assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["spec.yaml"]
     before = finished_trials(client)
     assert len(before) >= 3
+    # With Ray's saved search elsewhere, --resume refuses to run the ended trials again.
+    (tmp_path / "ray").rename(tmp_path / "ray-moved")
+    lost = subprocess.run(
+        argv(tmp_path, HELD_SETS, "--resume"), cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert lost.returncode == 2, lost.stderr[-3000:]
+    assert "must exist to continue this sweep" in lost.stderr and "Traceback" not in lost.stderr
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"  # left as it was
+    shutil.rmtree(tmp_path / "ray")
+    (tmp_path / "ray-moved").rename(tmp_path / "ray")
     resume_to_the_end(tmp_path, before, victim)
 
 
