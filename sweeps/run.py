@@ -25,6 +25,7 @@ from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
 
 EXIT_USER_ERROR = 2
+EXIT_NO_RESULT = 1  # the sweep ran, but no trial produced a result
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if started_ray:
                 ray.shutdown()  # a no-op unless run_sweep failed before its own shutdown
         print_summary(result, out)
+        if result.outcomes and all(o.best_val_acc is None for o in result.outcomes.values()):
+            err.print(
+                "error: every trial of every family failed, so the sweep has no result (their "
+                "errors are above)",
+                highlight=False,
+            )
+            return EXIT_NO_RESULT
         return 0
     except (SweepsError, DataError) as exc:
         return _fail(err, str(exc))

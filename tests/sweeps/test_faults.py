@@ -272,3 +272,24 @@ def test_error_line_is_the_latest_failure() -> None:
     )
     assert error_line(text) == "ValueError: second"
     assert error_line("") == "unknown error"
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_failed_exits_1(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    mlflow_store(tmp_path / "mlflow.db")
+    sets = ["search.families=[fixed,triangular]", "search.trials_per_family=1",
+            "train.epochs=3", "reeval.seeds=1", "failure.max_retries=0", *SAFE_RATES]  # fmt: skip
+    proc = subprocess.run(
+        argv(tmp_path, sets), cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": "", "SWEEPS_INJECT_FAULT": "epoch=2"},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1].startswith("error: every trial of every family failed")
+    assert "Traceback" not in proc.stderr
+    assert "No verdict: the tuned fixed family has no test accuracy" in proc.stdout
+    runs = all_runs(MlflowClient(uri(tmp_path)))
+    assert sorted(r.data.tags["sweeps.status"] for r in trials(runs)) == ["failed", "failed"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
