@@ -94,10 +94,8 @@ class SweepProgress:
         if fp.done >= fp.budget and fp.ended is None:
             fp.ended = time.monotonic()
 
-    def trial_result(self, family: str, val_acc: float) -> None:
-        fp = self.families[family]
-        fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
-        self._refresh()
+    def trial_result(self, family: str) -> None:
+        self._refresh()  # the family's best moves only as trials end, as in the summary
 
     def trial_ended(
         self, family: str, name: str, status: str, epochs: int, val_acc: float, note: str = ""
@@ -105,6 +103,8 @@ class SweepProgress:
         fp = self.families[family]
         fp.running = max(0, fp.running - 1)
         self._count(fp, status)
+        if status != "failed":  # the best final val_acc, as the summary's "best val_acc"
+            fp.best = val_acc if fp.best is None else max(fp.best, val_acc)
         if self._live is None:
             best = f"{fp.best:.4f}" if fp.best is not None else "-"
             self.log(

@@ -272,4 +272,8 @@ def print_summary(result: SweepResult, console: Console) -> None:
             highlight=False,
         )
     console.print(f"see them: {ui_hint(result.tracking_uri)}", highlight=False)
-    console.print(f"wall time: {result.wall_seconds:.0f} s", highlight=False)
+    console.print(
+        f"wall time: {result.wall_seconds:.0f} s since the parent run started (Ray's and "
+        "MLflow's start before it not counted)",
+        highlight=False,
+    )

@@ -44,8 +44,10 @@ _PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 def resolve_uri(cli_value: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite ``mlflow.db`` in the working dir."""
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri == DEFAULT_TRACKING_URI:  # absolute, so the printed `mlflow ui` works anywhere
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    # A sqlite file made absolute, so that the printed `mlflow ui` works from anywhere.
+    path = uri.removeprefix("sqlite:///")
+    if path != uri and path and not path.startswith(("/", ":memory:")) and "?" not in path:
+        return f"sqlite:///{Path.cwd() / path}"
     return uri
 
 

@@ -426,7 +426,7 @@ class TrialLogger(tune.Callback):
             if epoch > live.logged.get(run_id, 0):
                 live.tracker.log_epoch(run_id, row)
                 live.logged[run_id] = epoch
-        live.progress.trial_result(live.family, max(float(row[METRIC]) for row in rows))
+        live.progress.trial_result(live.family)
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any

@@ -10,6 +10,7 @@ import yaml
 from sweeps.errors import SpecError
 from sweeps.preflight import check_storage, storage_path
 from sweeps.spec import SweepSpec, apply_overrides, load_spec, parse_override
+from sweeps.tracking import resolve_uri
 
 # (overrides, field path the message must start with, words it must contain)
 INVALID: list[tuple[list[str], str, str]] = [
@@ -154,3 +155,16 @@ def test_storage_is_made_absolute_unless_a_uri(
     assert storage_path("s3://bucket/sweeps") == "s3://bucket/sweeps"
     check_storage(storage_path("runs/deeper"))  # created
     assert (tmp_path / "runs" / "deeper").is_dir()
+
+
+def test_a_relative_sqlite_store_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_uri("sqlite:///runs/other.db") == f"sqlite:///{tmp_path / 'runs/other.db'}"
+    for kept in ("sqlite:////abs/m.db", "sqlite:///:memory:", "http://127.0.0.1:5000"):
+        assert resolve_uri(kept) == kept
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert resolve_uri(None) == f"sqlite:///{tmp_path / 'env.db'}"

@@ -313,3 +313,14 @@ def test_ctrl_c_raises_at_once_where_tune_leaves_sigint_alone(
         raise AssertionError("Ctrl-C did not interrupt")
     with ctrl_c_ends_the_sweep():
         pass  # and no interrupt, no raise
+
+
+def test_a_familys_best_is_its_best_final_val_acc_as_in_the_summary() -> None:
+    p = SweepProgress({"a": 3}, Console(quiet=True))
+    for _ in range(3):
+        p.trial_started("a")
+    p.trial_result("a")  # mid-trial results (here 0.8 at some epoch) do not move it
+    p.trial_ended("a", "a-001", "completed", 5, 0.6)
+    p.trial_ended("a", "a-002", "stopped", 2, 0.7)
+    p.trial_ended("a", "a-003", "failed", 1, 0.9)
+    assert p.families["a"].best == 0.7
