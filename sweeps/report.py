@@ -22,11 +22,12 @@ from typing import Any
 import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
 from sweeps import plots, stats
-from sweeps.errors import SweepsError, redact
+from sweeps.errors import SweepsError, format_validation_error, redact
 from sweeps.spec import SweepSpec
-from sweeps.tracking import TRIAL_STATUSES, resolve_uri
+from sweeps.tracking import TRIAL_STATUSES, open_existing_store, resolve_uri
 from trainables import TrialConfig
 from trainables.lr_schedules import schedule_rates
 
@@ -151,7 +152,10 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
     """The given parent run, or the experiment's latest sweep run."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise SweepsError(f"experiment {experiment!r}: must exist in the tracking store")
+        raise SweepsError(
+            f"experiment {experiment!r}: must exist in the tracking store "
+            f"{redact(client.tracking_uri)!r}, but it does not"
+        )
     if run_id:
         try:
             run = client.get_run(run_id)
@@ -174,7 +178,13 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
 def collect(client: MlflowClient, parent: Run) -> ReportData:
     with tempfile.TemporaryDirectory() as d:
         path = client.download_artifacts(parent.info.run_id, "spec.yaml", d)
-        spec = SweepSpec.model_validate(yaml.safe_load(Path(path).read_text()))
+        try:
+            spec = SweepSpec.model_validate(yaml.safe_load(Path(path).read_text()))
+        except ValidationError as exc:  # a spec that this version's rules refuse
+            raise SweepsError(
+                f"run {parent.info.run_id}: its spec.yaml must be valid for this version of "
+                f"sweeps, but {format_validation_error(exc, model=SweepSpec)}"
+            ) from None
     trials = [
         TrialRow(
             name=r.info.run_name or "",
@@ -392,19 +402,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("experiment", help="the MLflow experiment (the spec's tracking.experiment)")
     p.add_argument("--run-id", help="the sweep's parent run (default: the latest)")
-    p.add_argument("--out", type=Path, help="folder for report.md, report.html and the PNGs")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument(
+        "--out", type=Path,
+        help="folder for report.md, report.html and the PNGs (default: report-<run id>)",
+    )  # fmt: skip
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite mlflow.db in the working directory)")  # fmt: skip
     args = p.parse_args(argv)
     uri = resolve_uri(args.tracking_uri)
     try:
-        client = MlflowClient(uri)
+        client = open_existing_store(uri)
         parent = find_sweep_run(client, args.experiment, args.run_id)
         report = analyse(collect(client, parent))
+        out = args.out or Path(f"report-{parent.info.run_id[:8]}")
+        try:
+            write(report, out)
+        except OSError as exc:
+            raise SweepsError(
+                f"--out: {str(out)!r} must be a folder the report can be written to, but "
+                f"{(exc.strerror or str(exc)).lower()}"
+            ) from None
     except SweepsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or Path(f"report-{parent.info.run_id[:8]}")
-    write(report, out)
     print(report.table())
     print(f"\n{report.headline}")
     print(f"\nreport written to {out}/report.md and {out}/report.html (from {redact(uri)})")

@@ -33,6 +33,7 @@ from sweeps.outbox import (
     patience_from_env,
     quick_http,
 )
+from sweeps.preflight import check_server
 from sweeps.spec import SweepSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -56,6 +57,34 @@ def preload_store(uri: str) -> None:
     opening ``uri``, which then costs only the store's own work; other stores load quickly."""
     if urlparse(uri).scheme.partition("+")[0] in DATABASE_ENGINES:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+def check_store(client: MlflowClient, uri: str) -> None:
+    """The store at ``uri`` must answer a query, within seconds (not MLflow's minutes of
+    retries)."""
+    try:
+        with quick_http():
+            client.search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
+        raise TrackingError(
+            f"--tracking-uri: the MLflow store {redact(uri)!r} must be reachable, but "
+            f"{first_line(exc)}"
+        ) from None
+
+
+def open_existing_store(uri: str) -> MlflowClient:
+    """A client of the store a sweep logged to, for reading: a sqlite file must exist already
+    (opening one creates it), and a server must answer."""
+    path = uri.removeprefix("sqlite:///")
+    if path != uri and not Path(path).is_file():
+        raise TrackingError(
+            f"--tracking-uri: the sqlite store {path!r} must exist, but it does not (run this "
+            "where the sweep ran, or pass its --tracking-uri)"
+        )
+    check_server(uri)
+    client = open_client(uri)
+    check_store(client, uri)
+    return client
 
 
 def ui_hint(uri: str) -> str:
@@ -125,14 +154,7 @@ class SweepTracker:
     # -- parent run ---------------------------------------------------------------------------
     def check(self) -> None:
         """Fail fast, before Ray starts, when the store is unreachable or unusable."""
-        try:
-            with quick_http():
-                self.outbox.client.search_experiments(max_results=1)
-        except Exception as exc:  # MLflow raises many types; all mean "cannot use this store"
-            raise TrackingError(
-                f"--tracking-uri: the MLflow store {redact(self.uri)!r} must be reachable, but "
-                f"{first_line(exc)}"
-            ) from None
+        check_store(self.outbox.client, self.uri)
 
     def start(self, extra_tags: Mapping[str, str] | None = None) -> str:
         client = self.client

@@ -161,3 +161,26 @@ def test_the_inputs_are_checked_before_ray(
     line = run_cli(tmp_path, [*argv, "--address", "127.0.0.1:9"], mlflow_store)
     for needle in needles:
         assert needle in line, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        ([], ["--tracking-uri", "mlflow.db' must exist, but it does not"]),
+        (["--tracking-uri", "http://127.0.0.1:9"], ["'http://127.0.0.1:9' must be reachable"]),
+        (["--tracking-uri", "foo://x"], ["'foo://x' must be a URI MLflow supports"]),
+    ],
+    ids=["no-store-here", "server-unreachable", "scheme"],
+)
+def test_the_report_of_a_store_that_is_not_there_exits_2(
+    tmp_path: Path, argv: list[str], needles: list[str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.report", "cardio_clr", *argv], cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and all(n in lines[0] for n in needles), lines[0]
+    assert list(tmp_path.iterdir()) == []  # no store made where there was none

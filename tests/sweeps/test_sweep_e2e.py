@@ -150,6 +150,14 @@ def test_cardio_clr_small_run_through_the_cli(
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert rebuilt.returncode == 0, rebuilt.stderr
+    (tmp_path / "taken").touch()
+    refused = subprocess.run(
+        [sys.executable, "-m", "sweeps.report", "cardio_clr", "--tracking-uri", uri,
+         "--out", str(tmp_path / "taken")],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("error: --out: ") and "Traceback" not in refused.stderr
     table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")]
     assert table == logged_table and len(table) == 2 + 6
     html = (out / "report.html").read_text()
