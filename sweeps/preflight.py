@@ -34,7 +34,9 @@ def check_inputs(
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits
     if storage or not resume:
         check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
-    check_server(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    check_sqlite(uri)
+    check_server(uri)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
@@ -73,6 +75,39 @@ def refusal(host: str, port: int) -> str | None:
         return exc.strerror or str(exc)
 
 
+def check_sqlite(uri: str) -> None:
+    """A sqlite store must be a SQLite file, or one the sweep can create: MLflow would retry
+    opening it for minutes, then blame the URI."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or str(path) == ":memory:":
+        return
+    why = None
+    if path.is_dir():
+        why = "it is a folder"
+    elif path.is_file():
+        try:
+            with path.open("rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            head, why = b"", (exc.strerror or str(exc)).lower()
+        if why is None and head and head != b"SQLite format 3\x00":
+            why = "it is not a SQLite database"
+        elif why is None and not os.access(path, os.W_OK):
+            why = "it is read-only"
+    elif not path.parent.is_dir():
+        why = f"its folder {str(path.parent)!r} does not exist"
+    else:
+        try:
+            tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as exc:
+            why = f"no file can be made in {str(path.parent)!r} ({exc.strerror or exc})"
+    if why:
+        raise SweepsError(
+            f"--tracking-uri: the sqlite store {str(path)!r} must be a SQLite file the sweep can "
+            f"write, or be creatable, but {why}"
+        )
+
+
 def check_server(uri: str) -> None:
     """An MLflow server (http or https) must accept connections. Other stores, and whether the
     server is MLflow at all, are MLflow's to check when the sweep opens the store."""
@@ -86,8 +121,10 @@ def check_server(uri: str) -> None:
         return
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return  # a malformed port: MLflow's own message names it
+    except ValueError as exc:
+        raise SweepsError(
+            f"--tracking-uri: {redact(uri)!r} must have a valid port, but {exc}"
+        ) from None
     why = refusal(parts.hostname, port)
     if why:
         raise SweepsError(
@@ -100,10 +137,9 @@ def check_reachable(address: str) -> None:
     if address == "auto" or "://" in address:
         return  # "auto" and ray:// / http:// addresses are Ray's to resolve
     host, _, port = address.rpartition(":")
-    try:
+    why: str | None = f"{port!r} is not a port number" if host else "it has no :port"
+    if port.isdigit():
         why = refusal(host or "127.0.0.1", int(port))
-    except ValueError as exc:
-        why = str(exc)
     if why:
         raise SweepsError(
             f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
