@@ -129,6 +129,15 @@ def test_offline_error_names_where_to_put_the_file(monkeypatch: pytest.MonkeyPat
     assert "$SWEEPS_DATA_DIR" in msg
 
 
+def test_the_offline_error_says_sweeps_data_dir_lacked_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEEPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"not in \$SWEEPS_DATA_DIR=.*data either"):
+        cardio.locate(None, CARDIO_SHA256, url="http://127.0.0.1:9/none")
+
+
 def test_a_bad_mirror_url_is_an_input_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

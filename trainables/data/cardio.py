@@ -81,15 +81,15 @@ def _why(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
-def _download(dest: Path, url: str) -> None:
+def _download(dest: Path, url: str, searched: str = "") -> None:
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             payload = resp.read()
     # ValueError: $SWEEPS_CARDIO_URL is not a URL.
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         raise DataError(
-            f"dataset: {FILENAME} was not found and could not be downloaded from {url} "
-            f"({exc}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
+            f"dataset: {FILENAME} was not found{searched} and could not be downloaded from "
+            f"{url} ({exc}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
         ) from None
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as zf:
@@ -122,14 +122,16 @@ def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path
             raise DataError(f"dataset.path: the file must exist, but got {str(p)!r}")
         return _verify(p, sha256)
     env = os.environ.get("SWEEPS_DATA_DIR")
+    searched = ""
     if env:
         p = Path(env).expanduser() / FILENAME
         if p.is_file():
             return _verify(p, sha256)
+        searched = f" (not in $SWEEPS_DATA_DIR={env} either)"
     cached = cache_dir() / FILENAME
     if cached.is_file():
         return _verify(cached, sha256)
-    _download(cached, url)
+    _download(cached, url, searched)
     try:
         return _verify(cached, sha256)
     except DataError:
