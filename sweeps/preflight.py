@@ -29,9 +29,13 @@ def check_inputs(
     sweep's, unknown before MLflow is open)."""
     from sweeps.custom import load_trainable  # torch: imported by the CLI already
     from trainables.data import load_splits
+    from trainables.train_loop import COMPILE_ENV, COMPILE_MODES
 
     load_trainable(spec.trainable)
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits
+    mode = os.environ.get(COMPILE_ENV, "auto")
+    if mode not in COMPILE_MODES:  # else every trial fails with it
+        raise SweepsError(f"${COMPILE_ENV}: must be one of {COMPILE_MODES}, but got {mode!r}")
     if storage or not resume:
         check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""

@@ -66,6 +66,7 @@ COMPILE_MIN_BATCH = 32
 # "auto" (the rule above), "always" or "never": an operator's escape hatch, e.g. for a host
 # without a C++ compiler (which also falls back to eager by itself, with a warning).
 COMPILE_ENV = "SWEEPS_COMPILE"
+COMPILE_MODES = ("auto", "always", "never")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -277,8 +278,8 @@ def use_compiled_step(cfg: TrialConfig, device: torch.device, full_batches: int)
     """The compile rule (see COMPILE_MIN_STEPS). CPU only: on a GPU Inductor needs Triton, and
     nothing here has measured whether it pays there."""
     mode = os.environ.get(COMPILE_ENV, "auto")
-    if mode not in ("auto", "always", "never"):
-        raise ValueError(f"${COMPILE_ENV} must be auto, always or never, but got {mode!r}")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"${COMPILE_ENV} must be one of {COMPILE_MODES}, but got {mode!r}")
     if device.type != "cpu" or full_batches == 0 or mode == "never":
         return False
     return mode == "always" or (

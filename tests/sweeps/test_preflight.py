@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from sweeps.errors import SweepsError
-from sweeps.preflight import check_reachable, check_server
+from sweeps.preflight import check_inputs, check_reachable, check_server
+from sweeps.spec import load_spec
 
 
 def closed_port() -> int:
@@ -63,3 +64,9 @@ def test_a_cluster_address_nobody_listens_at_is_refused(address: str, why: str) 
 @pytest.mark.parametrize("address", ["auto", "ray://head:10001", "http://head:8265"])
 def test_rays_own_address_forms_are_left_to_ray(address: str) -> None:
     check_reachable(address)
+
+
+def test_an_unknown_compile_mode_is_refused_before_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEPS_COMPILE", "maybe")
+    with pytest.raises(SweepsError, match=r"^\$SWEEPS_COMPILE: must be one of .* got 'maybe'"):
+        check_inputs(load_spec("digits_lr"), None, "http://127.0.0.1:9")
