@@ -79,11 +79,19 @@ def refusal(host: str, port: int) -> str | None:
         return exc.strerror or str(exc)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store (None for other stores, in memory or with options)."""
+    path = uri.removeprefix("sqlite:///")
+    if path == uri or path in ("", ":memory:") or "?" in path:
+        return None
+    return Path(path)
+
+
 def check_sqlite(uri: str) -> None:
     """A sqlite store must be a SQLite file, or one the sweep can create: MLflow would retry
     opening it for minutes, then blame the URI."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    if path is None or str(path) == ":memory:":
+    path = sqlite_file(uri)
+    if path is None:
         return
     why = None
     if path.is_dir():

@@ -33,7 +33,7 @@ from sweeps.outbox import (
     patience_from_env,
     quick_http,
 )
-from sweeps.preflight import check_server
+from sweeps.preflight import check_server, sqlite_file
 from sweeps.spec import SweepSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -45,11 +45,8 @@ _PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 def resolve_uri(cli_value: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite ``mlflow.db`` in the working dir."""
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    # A sqlite file made absolute, so that the printed `mlflow ui` works from anywhere.
-    path = uri.removeprefix("sqlite:///")
-    if path != uri and path and not path.startswith(("/", ":memory:")) and "?" not in path:
-        return f"sqlite:///{Path.cwd() / path}"
-    return uri
+    path = sqlite_file(uri)  # made absolute, so that the printed `mlflow ui` works anywhere
+    return f"sqlite:///{path.absolute()}" if path is not None else uri
 
 
 def preload_store(uri: str) -> None:
@@ -75,11 +72,11 @@ def check_store(client: MlflowClient, uri: str) -> None:
 def open_existing_store(uri: str) -> MlflowClient:
     """A client of the store a sweep logged to, for reading: a sqlite file must exist already
     (opening one creates it), and a server must answer."""
-    path = uri.removeprefix("sqlite:///")
-    if path != uri and not Path(path).is_file():
+    path = sqlite_file(uri)
+    if path is not None and not path.is_file():
         raise TrackingError(
-            f"--tracking-uri: the sqlite store {path!r} must exist, but it does not (run this "
-            "where the sweep ran, or pass its --tracking-uri)"
+            f"--tracking-uri: the sqlite store {str(path)!r} must exist, but it does not (run "
+            "this where the sweep ran, or pass its --tracking-uri)"
         )
     check_server(uri)
     client = open_client(uri)

@@ -37,7 +37,7 @@ class DatasetConfig(_Section):
         return None if sha256 is None else sha256.lower()
 
     @model_validator(mode="after")
-    def _fractions(self) -> Self:
+    def _cross_checks(self) -> Self:
         if self.path is not None and self.name != "cardio":
             raise RuleError(
                 "path",
