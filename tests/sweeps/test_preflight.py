@@ -43,16 +43,25 @@ def test_a_server_nobody_listens_at_is_refused_without_its_password() -> None:
         "file:///tmp/mlruns",
         "postgresql://u@127.0.0.1:1/db",  # a database is MLflow's to open
         "databricks",
-        "http://127.0.0.1:port",  # a malformed port: MLflow's own error names it
     ],
 )
 def test_other_stores_are_left_to_mlflow(uri: str) -> None:
     check_server(uri)
 
 
+def test_a_server_uri_with_a_malformed_port_is_refused() -> None:
+    # MLflow would retry it for minutes before naming the port.
+    with pytest.raises(SweepsError, match=r"^--tracking-uri: 'http://127.0.0.1:port' must have"):
+        check_server("http://127.0.0.1:port")
+
+
 @pytest.mark.parametrize(
     ("address", "why"),
-    [("127.0.0.1:{port}", "must be reachable (host:port"), ("127.0.0.1:abc", "int()")],
+    [
+        ("127.0.0.1:{port}", "must be reachable (host:port"),
+        ("127.0.0.1:abc", "'abc' is not a port number"),
+        ("localhost", "it has no :port"),
+    ],
 )
 def test_a_cluster_address_nobody_listens_at_is_refused(address: str, why: str) -> None:
     address = address.format(port=closed_port())
