@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +22,16 @@ _CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
 def redact(uri: str) -> str:
     """The URI with any ``user:password@`` replaced, for console output and params."""
     return _CREDENTIALS.sub("***@", uri)
+
+
+EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2) like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
 class SweepsError(Exception):

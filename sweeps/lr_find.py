@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
-from sweeps.errors import SweepsError, format_validation_error
+from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, format_validation_error
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
     SweepTracker,
@@ -78,7 +78,6 @@ __all__ = [
 
 Mode = Literal["exp", "linear"]
 
-EXIT_USER_ERROR = 2
 MIN_STEPS = 10
 # MLflow's log_batch takes at most 1000 metrics per call.
 METRIC_BATCH = 1000
@@ -671,16 +670,9 @@ def log_range_test(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (and exit 2) like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
     d = RangeTestSettings()
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m sweeps.lr_find",
         description="LR range test (Smith 2017, §3.3): suggests base_lr and max_lr for a sweep.",
     )

@@ -22,7 +22,6 @@ default 300 s); what is still unsent is then saved to a JSON file that
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -40,7 +39,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeps.errors import SweepsError, first_line, redact
+from sweeps.errors import OneLineParser, SweepsError, first_line, redact
 
 PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
 DEFAULT_PATIENCE = 300.0  # seconds the end of a sweep waits for a store that is down
@@ -460,7 +459,7 @@ def replay(path: Path, uri: str | None, patience: float = 60.0) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m sweeps.outbox",
         description="Send the MLflow writes a sweep saved when its store did not come back.",
     )

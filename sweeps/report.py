@@ -6,7 +6,6 @@ it from any machine that reaches the tracking store.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import math
@@ -25,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from sweeps import plots, stats
-from sweeps.errors import SweepsError, format_validation_error, redact
+from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, open_existing_store, resolve_uri
 from trainables import TrialConfig
@@ -397,7 +396,7 @@ def build_and_log(client: MlflowClient, parent_id: str) -> Report:
 
 # -- CLI ----------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m sweeps.report", description="Rebuild a sweep's report from MLflow alone."
     )
     p.add_argument("experiment", help="the MLflow experiment (the spec's tracking.experiment)")

@@ -18,18 +18,23 @@ from rich.console import Console
 
 from search_spaces import FAMILIES, define_by_run
 from sweeps.custom import load_trainable
-from sweeps.errors import SweepInterrupted, SweepsError, format_validation_error
+from sweeps.errors import (
+    EXIT_USER_ERROR,
+    OneLineParser,
+    SweepInterrupted,
+    SweepsError,
+    format_validation_error,
+)
 from sweeps.preflight import check_inputs
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
 
-EXIT_USER_ERROR = 2
 EXIT_NO_RESULT = 1  # the sweep ran, but no trial produced a result
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m sweeps.run",
         description="Run a learning-rate schedule sweep: does CLR beat a tuned fixed rate?",
     )

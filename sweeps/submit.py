@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from sweeps.errors import SweepsError, first_line, format_validation_error, redact
+from sweeps.errors import (
+    OneLineParser,
+    SweepsError,
+    first_line,
+    format_validation_error,
+    redact,
+)
 from sweeps.registry import builtin_names
 from sweeps.spec import SweepSpec, load_spec
 
@@ -89,7 +95,7 @@ exit codes: 0 the job SUCCEEDED (or was submitted, with --no-wait); 1 it FAILED 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m sweeps.submit",
         description="Run a sweep on a Ray cluster as a Ray job, and follow its log.",
         epilog=EPILOG,

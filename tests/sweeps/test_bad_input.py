@@ -192,3 +192,25 @@ def test_the_report_of_a_store_that_is_not_there_exits_2(
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and all(n in lines[0] for n in needles), lines[0]
     assert list(tmp_path.iterdir()) == []  # no store made where there was none
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweeps.run", "digits_lr", "--max-concurrent", "two"],
+        ["sweeps.run"],
+        ["sweeps.report"],
+        ["sweeps.lr_find", "digits_lr", "--steps", "many"],
+        ["sweeps.submit", "digits_lr", "--bogus"],
+        ["sweeps.outbox"],
+    ],
+    ids=["run-type", "run-missing", "report", "lr_find", "submit", "outbox"],
+)
+def test_a_usage_mistake_is_one_line_in_every_command(tmp_path: Path, argv: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and f"python -m {argv[0]} --help" in proc.stderr
