@@ -467,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tracking-uri", help="the store (default: the one saved in the file)")
     p.add_argument("--patience", type=float, default=60.0, help="seconds to wait for the store")
     args = p.parse_args(argv)
+    if not args.patience >= 0:  # also refuses NaN
+        p.error(f"argument --patience: must be seconds >= 0, but got {args.patience}")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration INFO lines
     try:
         n = replay(args.file, args.tracking_uri, args.patience)

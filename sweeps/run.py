@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 140)
     if args.list:
+        if args.sweep:
+            parser().error(f"--list takes no sweep, but got {args.sweep!r}")
         for name, desc in describe():
             out.print(f"{name:<14} {desc}", highlight=False, markup=False)
         return 0

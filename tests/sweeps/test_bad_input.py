@@ -199,12 +199,25 @@ def test_the_report_of_a_store_that_is_not_there_exits_2(
     [
         ["sweeps.run", "digits_lr", "--max-concurrent", "two"],
         ["sweeps.run"],
+        ["sweeps.run", "--list", "cardio_clr"],
         ["sweeps.report"],
         ["sweeps.lr_find", "digits_lr", "--steps", "many"],
         ["sweeps.submit", "digits_lr", "--bogus"],
         ["sweeps.outbox"],
+        ["sweeps.outbox", "unsent.json", "--patience", "-5"],
+        ["sweeps.outbox", "unsent.json", "--patience", "nan"],
     ],
-    ids=["run-type", "run-missing", "report", "lr_find", "submit", "outbox"],
+    ids=[
+        "run-type",
+        "run-missing",
+        "run-list",
+        "report",
+        "lr_find",
+        "submit",
+        "outbox",
+        "patience",
+        "nan",
+    ],
 )
 def test_a_usage_mistake_is_one_line_in_every_command(tmp_path: Path, argv: list[str]) -> None:
     proc = subprocess.run(
