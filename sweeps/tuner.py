@@ -573,11 +573,9 @@ def ctrl_c_ends_the_sweep() -> Iterator[None]:
 
 
 def _tune_takes_sigint() -> bool:
-    """Whether Tune installs its SIGINT handler in ``fit()`` (as Tune reads the variable)."""
-    try:
-        return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
-    except ValueError:
-        return True
+    """Whether Tune installed its SIGINT handler in ``fit()`` (read as Tune reads it; a value
+    Tune cannot read has failed ``fit()`` before this is asked)."""
+    return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
 
 
 def run_search(
