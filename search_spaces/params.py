@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Self
+from typing import Any, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -16,11 +16,30 @@ class RuleError(ValueError):
         self.field = field
 
 
-class _Strict(BaseModel):
+def _numeric(annotation: Any) -> bool:
+    return any(a in (int, float) for a in (annotation, *get_args(annotation)))
+
+
+class SpecModel(BaseModel):
+    """The base of every spec section: unknown keys refused, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # Pydantic's lax mode reads YAML's true as 1: `trials_per_family: true` would run 1.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                    raise RuleError(
+                        name, f"`{name}` must be a number, but got {str(value).lower()}"
+                    )
+        return data
 
-class FloatRange(_Strict):
+
+class FloatRange(SpecModel):
     """A float sampled from [low, high], log-uniformly when ``log`` is set."""
 
     low: float
@@ -43,7 +62,7 @@ class FloatRange(_Strict):
         return self.low <= value <= self.high
 
 
-class IntRange(_Strict):
+class IntRange(SpecModel):
     """An integer sampled from [low, high], both ends included."""
 
     low: int
@@ -62,7 +81,7 @@ class IntRange(_Strict):
         return self.low <= value <= self.high
 
 
-class Choice(_Strict):
+class Choice(SpecModel):
     """One of a fixed list of values."""
 
     values: tuple[int, ...]

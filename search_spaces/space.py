@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from search_spaces.families import FAMILIES, FamilyName
-from search_spaces.params import Choice, FloatRange, IntRange, RuleError
+from search_spaces.params import Choice, FloatRange, IntRange, RuleError, SpecModel
 
 if TYPE_CHECKING:  # only the trial's type: a trial's process needs no Optuna (~0.3 s to import)
     import optuna
@@ -21,9 +21,7 @@ _STRICTLY_ABOVE = 1.0 + 1e-6
 DefineByRun: TypeAlias = "Callable[[optuna.trial.BaseTrial], dict[str, Any]]"
 
 
-class SearchSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SearchSpace(SpecModel):
     families: tuple[FamilyName, ...] = Field(min_length=1)
     trials_per_family: int = Field(ge=1)
     base_lr: FloatRange

@@ -9,19 +9,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from search_spaces import RuleError, SearchSpace, cycle_epochs
+from search_spaces import RuleError, SearchSpace, SpecModel, cycle_epochs
 from sweeps.custom import PATTERN as TRAINABLE_PATTERN
 from sweeps.errors import SpecError, format_validation_error
 from trainables.config import DatasetConfig, ModelConfig, OptimizerConfig, TrainConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SamplerSpec(_Section):
+class SamplerSpec(SpecModel):
     name: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     # TPE's random start; None: a third of the family's budget, at least 2 and at most 10.
@@ -33,18 +29,18 @@ class SamplerSpec(_Section):
         return max(2, min(10, budget // 3))
 
 
-class EarlyStoppingSpec(_Section):
+class EarlyStoppingSpec(SpecModel):
     name: Literal["asha", "none"] = "asha"
     grace_period: int = Field(default=5, ge=1)
     reduction_factor: float = Field(default=3, gt=1)
 
 
-class ReevalSpec(_Section):
+class ReevalSpec(SpecModel):
     top_k: int = Field(default=1, ge=1)
     seeds: int = Field(default=5, ge=1)
 
 
-class ResourcesSpec(_Section):
+class ResourcesSpec(SpecModel):
     cpu: float = Field(default=1, gt=0)
     gpu: float = 0
 
@@ -64,15 +60,15 @@ class ResourcesSpec(_Section):
         return self
 
 
-class TrackingSpec(_Section):
+class TrackingSpec(SpecModel):
     experiment: str = Field(min_length=1)
 
 
-class FailureSpec(_Section):
+class FailureSpec(SpecModel):
     max_retries: int = Field(default=2, ge=0)
 
 
-class SweepSpec(_Section):
+class SweepSpec(SpecModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     dataset: DatasetConfig
@@ -177,9 +173,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys, so a second `train:` would silently drop the
+    first whole section; a spec refuses it instead."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key, str | int | float):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first at line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise SpecError(f"spec file {str(path)!r}: cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
@@ -190,7 +207,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"spec file {str(path)!r}: YAML syntax error{where}: {problem}") from None
+        kind = (
+            "YAML error"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "YAML syntax error"
+        )
+        raise SpecError(f"spec file {str(path)!r}: {kind}{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError(
             f"spec file {str(path)!r}: must hold a mapping of spec fields, but got "

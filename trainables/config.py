@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from search_spaces import FamilyName, RuleError
+from search_spaces import FamilyName, RuleError, SpecModel
 
 CARDIO_SHA256 = "21a705d23381b0dfd6a6416da701b490744f1fc3b47e9ff3db3968c420ffa10c"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetConfig(_Section):
+class DatasetConfig(SpecModel):
     name: Literal["cardio", "digits"]
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     test_fraction: float = Field(default=0.15, gt=0, lt=1)
@@ -53,7 +49,7 @@ class DatasetConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(SpecModel):
     name: Literal["mlp"]
     hidden: tuple[int, ...] = (64, 32)
 
@@ -67,7 +63,7 @@ class ModelConfig(_Section):
         return self
 
 
-class OptimizerConfig(_Section):
+class OptimizerConfig(SpecModel):
     name: Literal["sgd", "adam", "adamw"]
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -83,7 +79,7 @@ class OptimizerConfig(_Section):
         return self
 
 
-class TrainConfig(_Section):
+class TrainConfig(SpecModel):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     # A trial saves a checkpoint every this many epochs (and at its last one).
@@ -93,7 +89,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class TrialConfig(_Section):
+class TrialConfig(SpecModel):
     """Everything ``train_loop`` needs: the shared sections plus one sampled point."""
 
     dataset: DatasetConfig

@@ -50,6 +50,11 @@ INVALID: list[tuple[list[str], str, str]] = [
     (["search.base_lr={low: -1, high: 1, log: false}"], "search.base_lr:", "learning rate"),
     (["search.gamma.high=.nan"], "search.gamma:", "must be finite"),
     (["sampler.name=grid"], "sampler.name:", "'grid'"),
+    (["search.trials_per_family=true"], "search.trials_per_family:",
+     "must be a number, but got true"),
+    (["train.epochs=yes"], "train.epochs:", "but got true"),
+    (["search.step_size_epochs.low=true"], "search.step_size_epochs.low:", "but got true"),
+    (["optimizer.momentum=false"], "optimizer.momentum:", "but got false"),
 ]  # fmt: skip
 
 
@@ -124,7 +129,20 @@ def test_unknown_sweep_name_lists_the_known_ones() -> None:
 def test_yaml_is_read_safely(tmp_path: Path) -> None:
     f = tmp_path / "evil.yaml"
     f.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
-    with pytest.raises(SpecError, match="YAML syntax error"):
+    with pytest.raises(SpecError, match="YAML error"):
+        load_spec(str(f))
+
+
+def test_a_key_given_twice_is_refused_not_replaced(tmp_path: Path) -> None:
+    spec = yaml.safe_load(load_spec("digits_lr").to_yaml())
+    f = tmp_path / "twice.yaml"
+    f.write_text(yaml.safe_dump(spec, sort_keys=False) + "train: {epochs: 4}\n")
+    with pytest.raises(
+        SpecError, match=r"line \d+, column 1: key 'train' appears twice \(first at line \d+\)"
+    ):
+        load_spec(str(f))
+    f.write_text("name: x\nsearch: {base_lr: {low: 1.0e-3, low: 2.0e-3}}\n")
+    with pytest.raises(SpecError, match="key 'low' appears twice"):
         load_spec(str(f))
 
 
