@@ -6,12 +6,11 @@ Imports Ray alone, so that the CLI can start Ray while it imports the rest of a 
 from __future__ import annotations
 
 import logging
-import os
 
 import ray
 
 from sweeps.errors import SweepsError, first_line
-from sweeps.preflight import check_reachable
+from sweeps.preflight import check_reachable, ray_address
 from sweeps.spec import SweepSpec
 
 # A local instance's idle workers (one per CPU, started as the driver connects) import torch
@@ -41,16 +40,15 @@ def start_ray(address: str | None) -> bool:
     """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        check_reachable(address)
+    given = ray_address(address)
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address:
+    if given:
+        check_reachable(*given)
         try:
-            ray.init(address=address, **common)  # type: ignore[arg-type]
+            ray.init(address=given[0], **common)  # type: ignore[arg-type]
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SweepsError(
-                f"--address: the Ray cluster at {address!r} must be reachable, but "
+                f"{given[1]}: the Ray cluster at {given[0]!r} must be reachable, but "
                 f"{first_line(exc)}"
             ) from None
         return False

@@ -41,9 +41,17 @@ def check_inputs(
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     check_sqlite(uri)
     check_server(uri)
-    address = address or os.environ.get("RAY_ADDRESS")
+    given = ray_address(address)
+    if given:
+        check_reachable(*given)
+
+
+def ray_address(address: str | None) -> tuple[str, str] | None:
+    """The cluster to join and where it was named (--address, else $RAY_ADDRESS), if any."""
     if address:
-        check_reachable(address)
+        return address, "--address"
+    env = os.environ.get("RAY_ADDRESS")
+    return (env, "$RAY_ADDRESS") if env else None
 
 
 def storage_path(storage: str | None) -> str:
@@ -144,16 +152,27 @@ def check_server(uri: str) -> None:
         )
 
 
-def check_reachable(address: str) -> None:
-    """A Ray GCS address must accept connections: ray.init would keep retrying for minutes."""
-    if address == "auto" or "://" in address:
-        return  # "auto" and ray:// / http:// addresses are Ray's to resolve
-    host, _, port = address.rpartition(":")
+def check_reachable(address: str, source: str = "--address") -> None:
+    """A Ray GCS address must accept connections: ray.init would keep retrying for minutes.
+    ``source`` names where the address came from, for the error."""
+    if address == "auto":
+        return  # Ray's to resolve: the cluster this machine is a node of
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme in ("http", "https"):
+        raise SweepsError(
+            f"{source}: host:port of the head's GCS (e.g. head:6379) must be given, but got "
+            f"{address!r}, the dashboard's URL: pass that to `python -m sweeps.submit`"
+        )
+    if sep and scheme != "ray":
+        raise SweepsError(
+            f"{source}: host:port, ray://host:port or auto must be given, but got {address!r}"
+        )
+    host, _, port = (rest if sep else address).rpartition(":")
     why: str | None = f"{port!r} is not a port number" if host else "it has no :port"
     if port.isdigit():
         why = refusal(host or "127.0.0.1", int(port))
     if why:
         raise SweepsError(
-            f"--address: the Ray cluster at {address!r} must be reachable (host:port of the "
+            f"{source}: the Ray cluster at {address!r} must be reachable (host:port of the "
             f"head's GCS), but {why}"
         )

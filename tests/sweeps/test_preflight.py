@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from sweeps.errors import SweepsError
-from sweeps.preflight import check_inputs, check_reachable, check_server
+from sweeps.preflight import check_inputs, check_reachable, check_server, ray_address
 from sweeps.spec import load_spec
 
 
@@ -70,9 +70,36 @@ def test_a_cluster_address_nobody_listens_at_is_refused(address: str, why: str) 
     assert why in str(info.value) and repr(address) in str(info.value)
 
 
-@pytest.mark.parametrize("address", ["auto", "ray://head:10001", "http://head:8265"])
-def test_rays_own_address_forms_are_left_to_ray(address: str) -> None:
-    check_reachable(address)
+def test_auto_is_left_to_ray_and_a_ray_client_address_is_checked() -> None:
+    check_reachable("auto")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_reachable(f"ray://127.0.0.1:{s.getsockname()[1]}")
+    with pytest.raises(SweepsError, match=r"^--address: the Ray cluster at 'ray://127.0.0.1:"):
+        check_reachable(f"ray://127.0.0.1:{closed_port()}")
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("http://head:8265", "the dashboard's URL: pass that to `python -m sweeps.submit`"),
+        ("https://head:8265", "the dashboard's URL"),
+        ("tcp://head:6379", "host:port, ray://host:port or auto must be given"),
+    ],
+)
+def test_an_address_of_another_kind_is_refused(address: str, why: str) -> None:
+    with pytest.raises(SweepsError, match=r"^\$RAY_ADDRESS: ") as info:
+        check_reachable(address, "$RAY_ADDRESS")
+    assert why in str(info.value) and repr(address) in str(info.value)
+
+
+def test_the_address_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) is None
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert ray_address(None) == ("head:6379", "$RAY_ADDRESS")
+    assert ray_address("other:6379") == ("other:6379", "--address")
 
 
 def test_an_unknown_compile_mode_is_refused_before_ray(monkeypatch: pytest.MonkeyPatch) -> None:
