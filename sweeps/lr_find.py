@@ -79,6 +79,10 @@ __all__ = [
 Mode = Literal["exp", "linear"]
 
 MIN_STEPS = 10
+# Every batch's rate and loss are kept and logged: 100,000 is hours of cardio batches.
+MAX_STEPS = 100_000
+# Progress every quarter of the test, and at least this often.
+PROGRESS_SECONDS = 10.0
 # MLflow's log_batch takes at most 1000 metrics per call.
 METRIC_BATCH = 1000
 # max_lr is where the smoothed loss has done all but this share of its fall (see ``suggest``).
@@ -145,10 +149,11 @@ class RangeTestSettings:
                 f"`min_lr < max_lr` (finite) must hold, but got (min_lr={self.min_lr}, "
                 f"max_lr={self.max_lr})",
             )
-        if isinstance(self.steps, bool) or not self.steps >= MIN_STEPS:
+        if isinstance(self.steps, bool) or not MIN_STEPS <= self.steps <= MAX_STEPS:
             raise RangeTestError(
                 "steps",
-                f"`steps >= {MIN_STEPS}` must hold (a curve to read), but got (steps={self.steps})",
+                f"`{MIN_STEPS} <= steps <= {MAX_STEPS}` must hold (a curve to read, in one "
+                f"sitting), but got (steps={self.steps})",
             )
         if self.mode not in get_args(Mode):
             raise RangeTestError(
@@ -224,7 +229,8 @@ class RangeTest:
 
 @dataclass(frozen=True)
 class Progress:
-    """What the ``progress`` callback of :func:`range_test` sees, about every 25 % of steps."""
+    """What the ``progress`` callback of :func:`range_test` sees, about every 25 % of steps
+    and at least every ``PROGRESS_SECONDS``."""
 
     step: int  # batches done, 1-based
     steps: int
@@ -321,6 +327,7 @@ def _run(
     n, bs, steps, beta = data.x_train.shape[0], spec.train.batch_size, cfg.steps, cfg.smoothing
     iters = math.ceil(n / bs)
     every = max(1, steps // 4)
+    shown = time.perf_counter()
 
     lrs: list[float] = []
     losses: list[float] = []
@@ -352,8 +359,11 @@ def _run(
             val_acc.append(evaluate(model, data.x_val, data.y_val)[1])
             model.train()
         stopped = not math.isfinite(value) or value > cfg.stop_factor * best
-        if progress is not None and (stopped or (step + 1) % every == 0):
+        if progress is not None and (
+            stopped or (step + 1) % every == 0 or time.perf_counter() - shown >= PROGRESS_SECONDS
+        ):
             progress(Progress(step + 1, steps, lr, value, stopped))
+            shown = time.perf_counter()
         if stopped:
             break
         best = min(best, value)

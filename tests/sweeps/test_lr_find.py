@@ -170,7 +170,8 @@ def test_suggest_rejects_unreadable_curves(lrs: Any, losses: Any, needle: str) -
         ({"min_lr": 0.0}, "min_lr", "`0 < min_lr`"),
         ({"min_lr": math.nan}, "min_lr", "min_lr=nan"),
         ({"max_lr": math.inf}, "max_lr", "max_lr=inf"),
-        ({"steps": 9}, "steps", "`steps >= 10` must hold"),
+        ({"steps": 9}, "steps", "`10 <= steps <= 100000` must hold"),
+        ({"steps": 10**11}, "steps", "steps=100000000000"),
         ({"mode": "cosine"}, "mode", "'cosine'"),
         ({"smoothing": 1.0}, "smoothing", "`0 <= smoothing < 1`"),
         ({"stop_factor": 1.0}, "stop_factor", "stop_factor=1.0"),
@@ -197,6 +198,18 @@ def test_range_test_validates_before_reading_data(monkeypatch: pytest.MonkeyPatc
 
 
 # -- a real run on digits -------------------------------------------------------------------------
+
+
+def test_progress_comes_by_the_clock_as_well_as_by_the_quarter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[lf.Progress] = []
+    range_test(load_spec("digits_lr"), min_lr=1e-3, max_lr=3.0, steps=40, progress=seen.append)
+    assert [p.step for p in seen] == [10, 20, 30, 40]
+    seen.clear()
+    monkeypatch.setattr(lf, "PROGRESS_SECONDS", 0.0)
+    range_test(load_spec("digits_lr"), min_lr=1e-3, max_lr=3.0, steps=40, progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, 41))
 
 
 @pytest.fixture(scope="module")
@@ -499,7 +512,7 @@ def test_cli_bad_numbers_are_one_line_and_exit_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "start"),
     [
-        (["digits_lr", "--steps", "5"], "error: --steps: `steps >= 10` must hold"),
+        (["digits_lr", "--steps", "5"], "error: --steps: `10 <= steps <= 100000` must hold"),
         (["digits_lr", "--steps", "ten"], "error: argument --steps: invalid int value: 'ten'"),
         (["digits_lr", "--mode", "cos"], "error: argument --mode: invalid choice"),
         (["nosuchsweep"], "error: "),
