@@ -52,8 +52,10 @@ def start_ray(address: str | None) -> bool:
                 f"{first_line(exc)}"
             ) from None
         return False
-    # A local instance: no dashboard unless asked for, and token auth stays as Ray sets it.
+    # A new local instance, even where `ray start` left one running on this machine (ray.init
+    # would join that, and refuse our settings): no dashboard, token auth as Ray sets it.
     ray.init(
+        address="local",
         include_dashboard=False,
         dashboard_host="127.0.0.1",
         _system_config=WORKER_PRELOAD,

@@ -353,6 +353,35 @@ def test_a_sweep_spreads_its_trials_over_two_nodes(
 
 
 # -- the Ray Jobs API -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_local_sweep_starts_its_own_ray_beside_a_ray_start_cluster(
+    tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    # Left to itself, ray.init joins the cluster `ray start` last wrote to the machine's Ray temp
+    # folder, and refuses the settings of a local instance: a traceback, before the fix.
+    ray_cluster.start_head(num_cpus=1)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sw-t-", dir="/tmp"))
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(ray_cluster.gcs)
+        code = (
+            "import ray, sweeps.cluster as c\n"
+            "started = c.start_ray(None)\n"
+            "cpus = ray.cluster_resources()['CPU']\n"
+            "print(started, ray.get_runtime_context().gcs_address, cpus)\n"
+            "ray.shutdown()\n"
+        )
+        env = {**ray_cluster.env, "RAY_TMPDIR": str(ray_tmp)}
+        proc = run([sys.executable, "-c", code], env, tmp_path, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        started, gcs, cpus = proc.stdout.split()
+        assert started == "True" and gcs != ray_cluster.gcs, proc.stdout
+        assert float(cpus) == os.cpu_count()  # the local instance's, not the 1-CPU head's
+        assert len(ray_cluster.nodes()) == 1  # the cluster is untouched
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def job_id_of(stderr: str) -> str:
     m = re.search(r"^submitted job (\S+): ", stderr, re.M)
     assert m, stderr[-3000:]
