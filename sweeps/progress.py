@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -109,8 +110,8 @@ class SweepProgress:
             best = f"{fp.best:.4f}" if fp.best is not None else "-"
             self.log(
                 f"[{family} {fp.done}/{fp.budget}] {name} {status} after {epochs} epochs, "
-                f"val_acc {val_acc:.4f} (family best {best}, {fp.elapsed():.0f}s)"
-                + (f": {note}" if note else "")
+                f"val_acc {'-' if math.isnan(val_acc) else f'{val_acc:.4f}'} "
+                f"(family best {best}, {fp.elapsed():.0f}s)" + (f": {note}" if note else "")
             )
         self._refresh()
 

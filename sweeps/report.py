@@ -35,6 +35,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 BASELINE = "fixed"
 TARGET_FRACTION = 0.99  # epochs to reach 99 % of the tuned fixed family's final val_acc
+ACCURACY = (0.0, 1.0)  # the range of an accuracy: intervals are cut at it
 PLOTS = {
     "lr_curves.png": "LR curve of each family's best config",
     "val_acc_bands.png": "val_acc over epochs (re-evaluation seeds, mean ± std)",
@@ -101,28 +102,30 @@ class Report:
     target: float | None
     sentences: list[str]
     headline: str
+    # The p-value each compared family is judged by (Holm-adjusted when several are).
+    judged: dict[str, float] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
 
     def table(self) -> str:
         """The Markdown table: the same from a fresh sweep and from a rebuild."""
         head = (
-            "| family | test acc (mean ± std) | 95 % CI | Δ vs fixed | p (Welch) "
+            "| family | test acc (mean ± std) | 95 % CI | Δ vs fixed | p (Welch) | p (Holm) "
             "| epochs to target | search epochs | search s | trials c/s/d/x/f |"
         )
-        lines = [head, "|" + "---|" * 9]
+        lines = [head, "|" + "---|" * 10]
         for r in self.rows:
             s, c = r.summary, r.comparison
             ci = "-" if math.isnan(s.ci_low) else f"{s.ci_low:.2%} – {s.ci_high:.2%}"
-            acc = "-" if math.isnan(s.mean) else f"{s.mean:.2%} ± {s.std * 100:.2f} pp"
+            acc = "-" if math.isnan(s.mean) else f"{s.mean:.2%}"
+            acc += f" ± {s.std * 100:.2f} pp" if s.n > 1 else ""  # one seed has no spread
             delta = "-" if c is None or math.isnan(c.diff) else f"{c.diff * 100:+.2f} pp"
-            p = "-"
-            if c is not None and c.testable:  # "p = 0.14" or "p < 0.001" without the "p"
-                p = stats.format_p(c.p_value).removeprefix("p ").removeprefix("= ")
+            p = _p_cell(c.p_value if c is not None and c.testable else None)
+            holm = _p_cell(self.judged.get(r.family))
             ett = "-" if r.epochs_to_target is None else f"{r.epochs_to_target:.1f}"
-            ett += f" ({r.reached}/{r.seeds})" if r.seeds else ""
+            ett += f" ({r.reached}/{r.seeds})" if r.seeds and self.target is not None else ""
             counts = "/".join(str(r.counts.get(k, 0)) for k in TRIAL_STATUSES)
             lines.append(
-                f"| {r.family} | {acc} | {ci} | {delta} | {p} "
+                f"| {r.family} | {acc} | {ci} | {delta} | {p} | {holm} "
                 f"| {ett} | {r.search_epochs} | {r.search_seconds:.0f} | {counts} |"
             )
         return "\n".join(lines)
@@ -134,6 +137,11 @@ class Report:
             for t in sorted(self.data.trials, key=lambda t: t.name)
             if t.status == "failed"
         ]
+
+
+def _p_cell(p: float | None) -> str:
+    """ "0.14" or "< 0.001": format_p without its "p"."""
+    return "-" if p is None else stats.format_p(p).removeprefix("p ").removeprefix("= ")
 
 
 # -- collecting from MLflow -------------------------------------------------------------------
@@ -229,15 +237,16 @@ def analyse(data: ReportData) -> Report:
     families = list(data.spec.families)
     best = {f: [r for r in data.reevals if r.family == f and r.rank == 1] for f in families}
     accs = {f: _finite([r.test_acc for r in best[f]]) for f in families}
+    collapsed = [f for f in families if best[f] and all(r.status == "collapsed" for r in best[f])]
     target = None
     fixed_final = _finite([r.val_acc[-1] for r in best.get(BASELINE, []) if r.val_acc])
-    if fixed_final:
+    if fixed_final and BASELINE not in collapsed:  # 99 % of chance is no target
         target = TARGET_FRACTION * sum(fixed_final) / len(fixed_final)
     rows, comparisons = [], {}
     for f in families:
         cmp = None
         if f != BASELINE and accs.get(BASELINE):
-            cmp = stats.welch(accs[f], accs[BASELINE])
+            cmp = stats.welch(accs[f], accs[BASELINE], support=ACCURACY)
             comparisons[f] = cmp
         hits = [stats.epochs_to_target(r.val_acc, target) for r in best[f]] if target else []
         reached = [h for h in hits if h is not None]
@@ -245,7 +254,7 @@ def analyse(data: ReportData) -> Report:
         rows.append(
             FamilyRow(
                 family=f,
-                summary=stats.summarize(accs[f]),
+                summary=stats.summarize(accs[f], support=ACCURACY),
                 comparison=cmp,
                 epochs_to_target=sum(reached) / len(reached) if reached else None,
                 reached=len(reached),
@@ -255,8 +264,18 @@ def analyse(data: ReportData) -> Report:
                 counts=dict(counts),
             )
         )
-    sentences = [stats.verdict(f, c) for f, c in comparisons.items()]
-    if comparisons:
+    judged, label = stats.judged_p_values(comparisons)
+    sentences = [
+        stats.verdict(f, c, p_value=judged.get(f), p_label=label) for f, c in comparisons.items()
+    ]
+    if collapsed and (BASELINE in collapsed or set(collapsed) == set(families)):
+        which = "every family's" if set(collapsed) == set(families) else "the tuned fixed family's"
+        headline = (
+            f"No verdict: {which} best config collapsed to chance in every re-evaluation seed, so "
+            "there is no working fixed rate to compare against (lower search.base_lr"
+            + (" and search.max_lr)." if len(families) > 1 else ").")
+        )
+    elif comparisons:
         headline = stats.overall_verdict(comparisons)
     elif BASELINE not in families:
         headline = "No verdict: the sweep has no tuned fixed family to compare against."
@@ -267,7 +286,7 @@ def analyse(data: ReportData) -> Report:
             "No verdict: the tuned fixed family has no test accuracy to compare against (no "
             "trial or re-evaluation run of it finished; see the failed trials)."
         )
-    return Report(data, rows, target, sentences, headline)
+    return Report(data, rows, target, sentences, headline, judged)
 
 
 # -- plots and files ----------------------------------------------------------------------------
@@ -327,10 +346,13 @@ def markdown(report: Report) -> str:
         report.table(),
         "",
         f"Test accuracy: the best config of each family retrained with {d.spec.reeval.seeds} "
-        "seeds on the held-out test split, which tuning never saw. Δ and p: Welch's t-test "
-        f"against the tuned fixed family. Epochs to target: first epoch with val_acc ≥ {target} "
-        f"(99 % of the fixed family's final mean), mean over the seeds that reached it. "
-        "Trials: completed/stopped/diverged/collapsed/failed.",
+        "seeds on the held-out test split, which tuning never saw. 95 % CI: Student's t "
+        "interval of the mean, cut at 0 % and 100 %. Δ and p (Welch): Welch's t-test against "
+        "the tuned fixed family, unadjusted; p (Holm): adjusted for the number of families "
+        "compared, which the verdict and the sentences above use. Epochs to target: first "
+        f"epoch with val_acc ≥ {target} (99 % of the fixed family's final mean), mean over the "
+        "seeds that reached it. Trials: completed/stopped/diverged/collapsed/failed.",
+        *_few_seeds(d.spec.reeval.seeds),
         "",
         f"MLflow parent run `{d.run_id}`, spec hash `{d.spec.spec_hash()}`.",
         "",
@@ -340,6 +362,16 @@ def markdown(report: Report) -> str:
     for name, caption in PLOTS.items():
         parts += [f"## {caption}", "", f"![{caption}]({name})", ""]
     return "\n".join(parts)
+
+
+def _few_seeds(seeds: int) -> list[str]:
+    if seeds != 2:
+        return []
+    return [
+        "",
+        "With 2 seeds each interval rests on 1 degree of freedom (t = 12.7 for 95 %), so it "
+        "spans most of what is possible; use `reeval.seeds` ≥ 3 for an informative one.",
+    ]
 
 
 def html_page(report: Report, images: dict[str, Path]) -> str:

@@ -449,17 +449,17 @@ class TrialLogger(tune.Callback):
             last = trial.last_result  # resumed trial that ended without a new result
         status = trial_status(last, error)
         epochs = int(last["epoch"]) if last else 0
-        val_acc = float(last[METRIC]) if last else 0.0
+        # A trial that failed before its first epoch has no val_acc: 0 would read as chance.
+        val_acc = float(last[METRIC]) if last else math.nan
         train_s = float(last.get("time_total_s", 0.0)) if last else 0.0
         note = ""
         if error:
             note = _error_line(trial)
             live.tracker.set_tags(run_id, {"sweeps.error": note})
             note += f" (traceback: {trial.path}/error.txt)"
+        summary = {"epochs_used": epochs, "train_seconds": train_s}
         live.tracker.end_child(
-            run_id,
-            status,
-            {"epochs_used": epochs, "final_val_acc": val_acc, "train_seconds": train_s},
+            run_id, status, summary if last is None else {**summary, "final_val_acc": val_acc}
         )
         live.ended.add(trial.trial_id)
         live.outcome.add(name, run_id, status, dict(trial.config), last)

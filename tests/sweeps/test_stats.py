@@ -240,7 +240,7 @@ def test_verdict_beats() -> None:
 def test_verdict_worse() -> None:
     s = verdict("exp_range", _cmp(-0.0080, -0.0120, -0.0040, 0.0031))
     assert s == (
-        "exp_range is worse than tuned fixed by -0.80 pp (95 % CI -1.20 to -0.40 pp, p = 0.0031)"
+        "exp_range is worse than tuned fixed by 0.80 pp (95 % CI -1.20 to -0.40 pp, p = 0.0031)"
     )
 
 
@@ -264,9 +264,7 @@ def test_verdict_from_real_welch_numbers() -> None:
     assert s.startswith(f"triangular beats tuned fixed by +{c.diff * 100:.2f} pp (95 % CI ")
     assert f"{c.ci_low * 100:+.2f} to {c.ci_high * 100:+.2f} pp" in s
     assert s.endswith(f"{format_p(c.p_value)})")
-    assert verdict("triangular", welch(B, A)).startswith(
-        "triangular is worse than tuned fixed by -"
-    )
+    assert verdict("triangular", welch(B, A)).startswith("triangular is worse than tuned fixed by ")
 
 
 def test_verdict_degenerate_says_why_it_cannot_be_tested() -> None:
@@ -278,6 +276,29 @@ def test_verdict_degenerate_says_why_it_cannot_be_tested() -> None:
     assert "cannot be tested" in empty and "difference" not in empty and "nan" not in empty
     flat = verdict("sgdr", welch([0.7, 0.7], [0.7, 0.7]))
     assert "zero variance" in flat and "p =" not in flat
+
+
+def test_verdict_judges_by_the_p_value_it_is_given() -> None:
+    c = _cmp(0.0160, 0.0014, 0.0306, 0.036)
+    assert verdict("triangular", c).startswith("triangular beats tuned fixed by +1.60 pp")
+    s = verdict("triangular", c, p_value=0.072, p_label="Holm-adjusted over 2 families")
+    assert s == (
+        "triangular: no significant difference from tuned fixed (+1.60 pp, 95 % CI +0.14 to "
+        "+3.06 pp, p = 0.072, Holm-adjusted over 2 families)"
+    )
+
+
+def test_intervals_are_cut_at_what_the_values_can_be() -> None:
+    two = [0.60, 0.95]  # 2 seeds: t = 12.7, the raw interval spans -150 % to +290 %
+    raw, cut = summarize(two), summarize(two, support=(0.0, 1.0))
+    assert raw.ci_low < 0 and raw.ci_high > 1
+    assert (cut.ci_low, cut.ci_high) == (0.0, 1.0) and cut.mean == raw.mean
+    near, plain = summarize([0.70, 0.71, 0.72], support=(0.0, 1.0)), summarize([0.70, 0.71, 0.72])
+    assert (near.ci_low, near.ci_high) == (plain.ci_low, plain.ci_high)
+    w_raw, w_cut = welch(two, [0.1, 0.9]), welch(two, [0.1, 0.9], support=(0.0, 1.0))
+    assert w_raw.ci_low < -1 and w_raw.ci_high > 1
+    assert (w_cut.ci_low, w_cut.ci_high) == (-1.0, 1.0)
+    assert w_cut.p_value == w_raw.p_value and w_cut.diff == w_raw.diff
 
 
 # --- overall_verdict -----------------------------------------------------------------------------
@@ -319,6 +340,23 @@ def test_overall_significant_loss_is_not_a_win() -> None:
     )
 
 
+def test_overall_names_the_families_significantly_worse_after_holm() -> None:
+    results = {
+        "triangular": _cmp(-0.0026, -0.0045, -0.0007, 0.021),  # Holm: 0.042
+        "one_cycle": _cmp(-0.0005, -0.0030, 0.0020, 0.53),
+    }
+    assert overall_verdict(results) == (
+        "No CLR family significantly beats the tuned fixed rate (best: one_cycle, -0.05 pp, "
+        "p = 0.53, Holm-adjusted over 2 families). Significantly worse than the tuned fixed "
+        "rate: triangular by 0.26 pp (p = 0.042, Holm-adjusted over 2 families)."
+    )
+    results["sgdr"] = _cmp(0.0040, 0.0020, 0.0060, 0.001)  # Holm: 0.003
+    s = overall_verdict(results)
+    assert s.startswith("sgdr significantly beats the tuned fixed rate by +0.40 pp")
+    assert s.endswith("Significantly worse than the tuned fixed rate: triangular by 0.26 pp "
+                      "(p = 0.042, Holm-adjusted over 3 families).")  # fmt: skip
+
+
 def test_overall_ignores_untestable_families_and_reports_when_none_testable() -> None:
     ok = _cmp(0.0040, 0.0010, 0.0070, 0.01)
     bad = welch([0.9], B)
@@ -331,10 +369,12 @@ def test_overall_ignores_untestable_families_and_reports_when_none_testable() ->
     assert overall_verdict({}) == "No CLR family was compared with the tuned fixed rate."
 
 
-def _data(families: str, tested: dict[str, list[float]]) -> ReportData:
+def _data(
+    families: str, tested: dict[str, list[float]], collapsed: tuple[str, ...] = ()
+) -> ReportData:
     spec = load_spec("digits_lr", [f"search.families=[{families}]"])
     reevals = [
-        ReevalRow(f, 1, 1000 + i, "completed", {}, acc, [acc])
+        ReevalRow(f, 1, 1000 + i, "collapsed" if f in collapsed else "completed", {}, acc, [acc])
         for f, accs in tested.items()
         for i, acc in enumerate(accs)
     ]
@@ -358,3 +398,43 @@ def test_a_verdict_where_both_sides_were_tested() -> None:
     tested = {"fixed": [0.90, 0.91, 0.90], "triangular": [0.95, 0.96, 0.95]}
     data = _data("fixed,triangular", tested)
     assert not analyse(data).headline.startswith("No verdict")
+
+
+def test_no_verdict_when_the_fixed_rate_collapsed_to_chance() -> None:
+    tested = {"fixed": [0.10, 0.11, 0.10], "triangular": [0.95, 0.96, 0.95]}
+    report = analyse(_data("fixed,triangular", tested, collapsed=("fixed",)))
+    assert report.headline.startswith(
+        "No verdict: the tuned fixed family's best config collapsed to chance in every "
+        "re-evaluation seed"
+    ), report.headline
+    assert report.target is None  # 99 % of chance is no target
+    report = analyse(_data("fixed,triangular", tested, collapsed=("fixed", "triangular")))
+    assert report.headline.startswith("No verdict: every family's best config collapsed")
+    assert "lower search.base_lr and search.max_lr" in report.headline
+    # A CLR family that collapsed is a result, not a reason to withhold the verdict.
+    report = analyse(_data("fixed,triangular", tested, collapsed=("triangular",)))
+    assert not report.headline.startswith("No verdict")
+
+
+def test_the_table_shows_what_the_numbers_support() -> None:
+    tested = {
+        "fixed": [0.90, 0.91, 0.90],
+        "triangular": [0.60, 0.99],  # 2 seeds: the interval is cut at 100 %
+        "one_cycle": [0.93],  # 1 seed: no spread, no interval
+    }
+    report = analyse(_data("fixed,triangular,one_cycle", tested))
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in report.table().splitlines()[2:]}  # fmt: skip
+    assert report.table().splitlines()[0].count("|") == 11
+    assert rows["one_cycle"][:2] == ["93.00%", "-"]
+    assert rows["triangular"][0].startswith("79.50% ± ")
+    assert rows["triangular"][1].startswith("0.00% – 100.00%")
+    assert rows["fixed"][2:5] == ["-", "-", "-"]  # no Δ or p against itself
+    p_welch, p_holm = rows["triangular"][3], rows["triangular"][4]
+    assert float(p_holm) >= float(p_welch)
+    two = {"fixed": [0.90, 0.91, 0.90], "triangular": [0.93, 0.94], "one_cycle": [0.92, 0.91]}
+    sentences = analyse(_data("fixed,triangular,one_cycle", two)).sentences
+    assert len(sentences) == 2
+    assert all(s.endswith(", Holm-adjusted over 2 families)") for s in sentences), sentences
+    no_fixed = analyse(_data("triangular,one_cycle", {"triangular": [0.9, 0.91]}))
+    assert all(cell.split("|")[6].strip() == "-" for cell in no_fixed.table().splitlines()[2:])
