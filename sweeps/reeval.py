@@ -15,7 +15,7 @@ from sweeps.progress import TaskProgress
 from sweeps.retrain import retrain
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
-from sweeps.tuner import FamilyOutcome
+from sweeps.tuner import FamilyOutcome, error_line
 
 # Re-evaluation seeds start here, apart from the tuning seed.
 SEED_BASE = 1000
@@ -29,6 +29,7 @@ class ReevalRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     test_acc: float = float("nan")
     seconds: float = 0.0
+    error: str = ""  # why the run failed: its exception line
 
     @property
     def status(self) -> str:
@@ -96,12 +97,16 @@ class Reevaluation:
         while self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=1)
             run, cfg = self.pending.pop(ready[0])
-            run.history, run.test_acc, run.seconds = ray.get(ready[0])
+            try:
+                run.history, run.test_acc, run.seconds = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # one run failed: log it, keep the others
+                run.error = error_line(str(exc))
             _log(self.tracker, run, cfg)
             done.append(run)
+            what = f"failed: {run.error}" if run.error else f"test_acc {run.test_acc:.4f}"
             progress.advance(
-                f"{run.family} #{run.rank} seed {run.seed}: test_acc {run.test_acc:.4f} "
-                f"({run.status}, {run.seconds:.1f}s)"
+                f"{run.family} #{run.rank} seed {run.seed}: {what} ({run.status}, "
+                f"{run.seconds:.1f}s)"
             )
         order = {f: i for i, f in enumerate(outcomes)}
         return sorted(done, key=lambda r: (order[r.family], r.rank, r.seed))
@@ -129,6 +134,8 @@ def _log(tracker: SweepTracker, run: ReevalRun, cfg: dict[str, Any]) -> None:
     )
     for row in run.history:
         tracker.log_epoch(run_id, row)
+    if run.error:
+        tracker.set_tags(run_id, {"sweeps.error": run.error})
     tracker.end_child(
         run_id,
         run.status,

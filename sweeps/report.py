@@ -70,6 +70,7 @@ class ReevalRow:
     params: dict[str, str]
     test_acc: float
     val_acc: list[float]
+    error: str = ""
 
 
 @dataclass
@@ -131,11 +132,16 @@ class Report:
         return "\n".join(lines)
 
     def failures(self) -> list[str]:
-        """One line per failed trial: which, when, after how many retries, and why."""
+        """One line per failed trial (which, when, after how many retries, and why), then one
+        per failed re-evaluation run."""
         return [
             f"{t.name} failed after {t.epochs} epochs and {t.retries} retries: {t.error or '?'}"
             for t in sorted(self.data.trials, key=lambda t: t.name)
             if t.status == "failed"
+        ] + [
+            f"reeval-{r.family}-{r.rank}-s{r.seed} failed: {r.error or '?'}"
+            for r in self.data.reevals
+            if r.status == "failed"
         ]
 
 
@@ -219,6 +225,7 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
                     client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step
                 )
             ],
+            error=r.data.tags.get("sweeps.error", ""),
         )
         for r in _children(client, parent, "reeval")
     ]
@@ -358,7 +365,7 @@ def markdown(report: Report) -> str:
         "",
     ]
     if report.failures():
-        parts += ["## Failed trials", "", *[f"- {f}" for f in report.failures()], ""]
+        parts += ["## Failed runs", "", *[f"- {f}" for f in report.failures()], ""]
     for name, caption in PLOTS.items():
         parts += [f"## {caption}", "", f"![{caption}]({name})", ""]
     return "\n".join(parts)
@@ -391,7 +398,7 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
     items = "".join(f"<li>{e(s)}</li>" for s in report.sentences)
     failed = ""
     if report.failures():
-        failed = "<h2>Failed trials</h2><ul>"
+        failed = "<h2>Failed runs</h2><ul>"
         failed += "".join(f"<li>{e(f)}</li>" for f in report.failures()) + "</ul>"
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"

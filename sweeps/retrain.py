@@ -30,5 +30,11 @@ def retrain(config: dict[str, Any], entry: str | None) -> tuple[list[dict[str, A
     t0 = time.perf_counter()
     load_trainable(entry)(config, report)
     last = history[-1] if history else {}
+    if "test_acc" not in last and "model" not in final:
+        raise ValueError(
+            f"trainable {entry or 'train_loop'}: its last result must hold test_acc, or a "
+            "report must pass its model's state_dict as state['model'], for the test split to "
+            f"score it; it did neither ({len(history)} results)"
+        )
     test = float(last["test_acc"]) if "test_acc" in last else test_accuracy(config, final)
     return history, test, time.perf_counter() - t0

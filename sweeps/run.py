@@ -30,7 +30,8 @@ from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
 
-EXIT_NO_RESULT = 1  # the sweep ran, but no trial produced a result
+EXIT_NO_RESULT = 1  # the sweep ran, but without its whole result (every trial, or a
+# re-evaluation run, failed)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,17 +139,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 highlight=False,
             )
             return EXIT_NO_RESULT
+        failed = [r for r in result.reevals if r.error]
+        if failed:
+            err.print(
+                f"error: {len(failed)} of {len(result.reevals)} re-evaluation runs failed (first: "
+                f"{failed[0].family} seed {failed[0].seed}: {failed[0].error}); the report leaves "
+                "them out and the parent run is marked FAILED. Fix the cause, then redo them "
+                f"with: {_resume_command(argv)}",
+                highlight=False,
+                markup=False,
+            )
+            return EXIT_NO_RESULT
         return 0
     except (SweepsError, DataError) as exc:
         return _fail(err, str(exc))
     except ValidationError as exc:
         return _fail(err, format_validation_error(exc))
     except SweepInterrupted as exc:
-        again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
         err.print(
             f"interrupted: the sweep's MLflow parent run {exc.parent_run_id} is marked KILLED "
-            "and Ray kept the search's state; continue it with: "
-            + shlex.join(["python", "-m", "sweeps.run", *again, "--resume"]),
+            f"and Ray kept the search's state; continue it with: {_resume_command(argv)}",
             highlight=False,
             markup=False,
         )
@@ -156,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted before the sweep's MLflow parent run was created: nothing to resume")
         return 130
+
+
+def _resume_command(argv: Sequence[str] | None) -> str:
+    """This command again, with --resume."""
+    again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+    return shlex.join(["python", "-m", "sweeps.run", *again, "--resume"])
 
 
 def _import_sweep(tracking_uri: str | None) -> None:

@@ -169,7 +169,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0
         tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
-        status = "FINISHED"
+        # A failed re-evaluation run leaves the sweep to finish: --resume redoes only those.
+        status = "FAILED" if any(r.error for r in result.reevals) else "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SweepInterrupted(parent) from exc

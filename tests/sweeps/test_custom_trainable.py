@@ -26,6 +26,8 @@ from trainables import train_loop
 def fit(config, report, checkpoint=None):
     # Leaves a mark per call, so the test can count where it ran.
     Path(os.environ["MARKS"], f"{config['family']}-{config['seed']}-{uuid.uuid4().hex}").touch()
+    if str(config["seed"]) == os.environ.get("FAIL_SEED"):
+        raise RuntimeError(f"seed {config['seed']} refuses to train")
     return train_loop(config, report, checkpoint)
 """
 
@@ -42,26 +44,33 @@ def test_a_trainable_that_is_not_a_function_is_refused() -> None:
         load_trainable("os:no_such")
 
 
+def run_custom(
+    tmp_path: Path, uri: str, *extra: str, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
+    """``sweeps.run`` of a small digits sweep through ``my_trainable:fit``."""
+    (tmp_path / "user_code").mkdir(exist_ok=True)
+    (tmp_path / "user_code" / "my_trainable.py").write_text(USER_MODULE)
+    (tmp_path / "marks").mkdir(exist_ok=True)
+    sets = ["trainable=my_trainable:fit", "search.families=[fixed]", "search.trials_per_family=2",
+            "train.epochs=3", "early_stopping.name=none", "reeval.seeds=2"]  # fmt: skip
+    args = [sys.executable, "-m", "sweeps.run", "digits_lr", "--tracking-uri", uri, *extra]
+    for s in sets:
+        args += ["--set", s]
+    env = {**os.environ, "RAY_ADDRESS": "", "MARKS": str(tmp_path / "marks"), **env_vars,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "user_code"),
+                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    return subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
 @pytest.mark.slow
 def test_custom_trainable_runs_trials_and_reevaluation(
     tmp_path: Path, mlflow_store: Callable[[Path], str]
 ) -> None:
-    (tmp_path / "user_code").mkdir()
-    (tmp_path / "user_code" / "my_trainable.py").write_text(USER_MODULE)
-    marks = tmp_path / "marks"
-    marks.mkdir()
     uri = mlflow_store(tmp_path / "mlflow.db")
-    sets = ["trainable=my_trainable:fit", "search.families=[fixed]", "search.trials_per_family=2",
-            "train.epochs=3", "early_stopping.name=none", "reeval.seeds=2"]  # fmt: skip
-    args = [sys.executable, "-m", "sweeps.run", "digits_lr", "--tracking-uri", uri]
-    for s in sets:
-        args += ["--set", s]
-    env = {**os.environ, "RAY_ADDRESS": "", "MARKS": str(marks),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path / "user_code"),
-                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    proc = subprocess.run(
-        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    marks = tmp_path / "marks"
+    proc = run_custom(tmp_path, uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in marks.iterdir())
     # Two trials (tuning seed 0) and two re-evaluation seeds (1000, 1001) went through it.
@@ -76,3 +85,48 @@ def test_custom_trainable_runs_trials_and_reevaluation(
     assert parent.data.params["trainable"] == "my_trainable:fit"
     reevals = [r for r in runs if r.data.tags.get("sweeps.role") == "reeval"]
     assert len(reevals) == 2 and all(0.5 < r.data.metrics["test_acc"] <= 1 for r in reevals)
+
+
+@pytest.mark.slow
+def test_a_failed_reevaluation_run_is_logged_and_resume_redoes_only_it(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    proc = run_custom(tmp_path, uri, FAIL_SEED="1001")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: 1 of 2 re-evaluation runs failed (first: fixed seed 1001: RuntimeError: seed "
+        "1001 refuses to train); the report leaves them out and the parent run is marked FAILED"
+    ), proc.stderr[-3000:]
+    assert last.endswith("--resume") and "Traceback" not in proc.stderr
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("digits_lr")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("sweeps.role") == "sweep")
+    assert parent.info.status == "FAILED"
+    reevals = {
+        r.data.tags["sweeps.seed"]: r for r in runs if r.data.tags.get("sweeps.role") == "reeval"
+    }
+    assert reevals["1001"].info.status == "FAILED"
+    assert reevals["1001"].data.tags["sweeps.error"] == "RuntimeError: seed 1001 refuses to train"
+    assert reevals["1000"].info.status == "FINISHED"
+    md = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path)))
+    assert (
+        "- reeval-fixed-1-s1001 failed: RuntimeError: seed 1001 refuses to train" in md.read_text()
+    )
+
+    again = run_custom(tmp_path, uri, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    seeds = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "marks").iterdir())
+    # The trials and seed 1000 ran once; seed 1001 twice (failed, then redone).
+    assert seeds == ["fixed-0", "fixed-0", "fixed-1000", "fixed-1001", "fixed-1001"], seeds
+    done = [
+        r.data.tags["sweeps.seed"]
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("sweeps.role") == "reeval" and r.info.status == "FINISHED"
+    ]
+    assert sorted(done) == ["1000", "1001"]

@@ -254,7 +254,7 @@ def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["trials/failed"] == 2
     md = report_md(client, parent, tmp_path)
-    assert "## Failed trials" in md
+    assert "## Failed runs" in md
     for name in ("triangular-001", "triangular-002"):
         assert f"{name} failed after 4 epochs and 1 retries: " in md
         assert f"failed trial: {name}" in proc.stdout
