@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -35,8 +36,48 @@ FAULT_ENV = "SWEEPS_INJECT_FAULT"
 FAULT_DIR_ENV = "SWEEPS_INJECT_FAULT_DIR"
 
 
+# What every report must hold (README, "Add your own sweep"), and the statuses it may give.
+REQUIRED = ("epoch", "val_acc", "status")
+STATUSES = ("running", "completed", "diverged", "collapsed")
+
+
 class InjectedFault(RuntimeError):
     pass
+
+
+class TrainableContractError(ValueError):
+    """A trainable broke the report contract: its trial fails with this one line."""
+
+
+class _Diverged(Exception):
+    """Unwinds a trainable whose val_acc went non-finite, which ends its trial as diverged."""
+
+
+def checked(metrics: Mapping[str, Any], entry: str | None) -> dict[str, Any]:
+    """``metrics`` if it keeps the contract, with a non-finite val_acc made a diverged end (as
+    ``train_loop`` reports one, so ASHA and Optuna see a finite worst value); else the error.
+    Tune's own check would end the whole sweep with a traceback instead of failing the trial."""
+    name = entry or "train_loop"
+    missing = [k for k in REQUIRED if k not in metrics]
+    if missing:
+        raise TrainableContractError(
+            f"trainable {name}: report() must be given {', '.join(REQUIRED)}, but got no "
+            f"{', '.join(missing)} (keys: {', '.join(sorted(map(str, metrics)))})"
+        )
+    if metrics["status"] not in STATUSES:
+        raise TrainableContractError(
+            f"trainable {name}: report()'s status must be one of {', '.join(STATUSES)}, but got "
+            f"{metrics['status']!r}"
+        )
+    try:
+        val_acc = float(metrics["val_acc"])
+    except (TypeError, ValueError):
+        raise TrainableContractError(
+            f"trainable {name}: report()'s val_acc must be a number, but got {metrics['val_acc']!r}"
+        ) from None
+    if math.isfinite(val_acc):
+        return dict(metrics)
+    return {**metrics, "val_acc": 0.0, "status": "diverged"}
 
 
 def _maybe_fail(epoch: int, family: str) -> None:
@@ -103,8 +144,10 @@ def ray_trainable(
 
     def report(metrics: dict[str, Any], new_state: dict[str, Any] | None) -> None:
         nonlocal held, sent
-        _maybe_fail(int(metrics["epoch"]), str(config.get("family")))
-        metrics = {**metrics, **extra}
+        ok = checked(metrics, entry)
+        diverged = ok["status"] != metrics["status"]
+        _maybe_fail(int(ok["epoch"]), str(config.get("family")))
+        metrics = {**ok, **extra}
         history.append(metrics)
         if (
             new_state is None
@@ -118,14 +161,30 @@ def ray_trainable(
         held, sent = [], time.monotonic()
         if new_state is None:
             tune.report(result)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(new_state, Path(d) / STATE_FILE)
-            (Path(d) / METRICS_FILE).write_text(json.dumps(metrics))
-            (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(new_state, Path(d) / STATE_FILE)
+                (Path(d) / METRICS_FILE).write_text(json.dumps(metrics))
+                (Path(d) / HISTORY_FILE).write_text(json.dumps(history))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        if diverged:
+            raise _Diverged
 
-    load_trainable(entry)({**shared, **config}, report, checkpoint=state)
+    try:
+        load_trainable(entry)({**shared, **config}, report, checkpoint=state)
+    except _Diverged:
+        return
+    name = entry or "train_loop"
+    if not history:
+        raise TrainableContractError(
+            f"trainable {name}: report(metrics, state) must be called once per epoch, but it "
+            "returned without a report"
+        )
+    if history[-1]["status"] == "running":
+        raise TrainableContractError(
+            f"trainable {name}: its last report must end the trial (status completed, diverged "
+            f"or collapsed), but it returned after a 'running' one (epoch {history[-1]['epoch']})"
+        )
 
 
 def read_history(directory: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -347,6 +348,9 @@ _LIVE: dict[str, dict[str, FamilyRuns]] = {}
 _ON_COMPLETE: dict[str, Callable[[str, FamilyOutcome], None]] = {}
 
 
+_QUALIFIED = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*: )")
+
+
 def error_line(text: str | None) -> str:
     """The exception line of the latest failure in a trial's error.txt ("Failure # N" blocks of
     a Ray actor banner, an indented traceback and the exception line)."""
@@ -356,7 +360,8 @@ def error_line(text: str | None) -> str:
         if ln.strip() and not ln[0].isspace() and "ray::" not in ln
         and not ln.startswith(("Failure #", "Traceback"))
     ]  # fmt: skip
-    return (lines[-1] if lines else "unknown error")[:500]
+    # "pkg.module.SomeError: ..." reads as "SomeError: ...", like a builtin's line.
+    return _QUALIFIED.sub("", lines[-1] if lines else "unknown error")[:500]
 
 
 def _error_line(trial: Trial) -> str:

@@ -28,6 +28,15 @@ def fit(config, report, checkpoint=None):
     Path(os.environ["MARKS"], f"{config['family']}-{config['seed']}-{uuid.uuid4().hex}").touch()
     if str(config["seed"]) == os.environ.get("FAIL_SEED"):
         raise RuntimeError(f"seed {config['seed']} refuses to train")
+    mode = os.environ.get("MODE")
+    if mode == "silent":
+        return None
+    if mode == "renamed":  # "accuracy" for "val_acc"
+        return train_loop(config, lambda m, s: report(
+            {("accuracy" if k == "val_acc" else k): v for k, v in m.items()}, s), checkpoint)
+    if mode == "nan":
+        nan = float("nan")
+        return train_loop(config, lambda m, s: report({**m, "val_acc": nan}, s), checkpoint)
     return train_loop(config, report, checkpoint)
 """
 
@@ -130,3 +139,41 @@ def test_a_failed_reevaluation_run_is_logged_and_resume_redoes_only_it(
         if r.data.tags.get("sweeps.role") == "reeval" and r.info.status == "FINISHED"
     ]
     assert sorted(done) == ["1000", "1001"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "status", "error"),
+    [
+        ("renamed", "failed",
+         "TrainableContractError: trainable my_trainable:fit: report() must be given epoch, "
+         "val_acc, status, but got no val_acc (keys: accuracy, epoch, "),
+        ("silent", "failed",
+         "TrainableContractError: trainable my_trainable:fit: report(metrics, state) must be "
+         "called once per epoch, but it returned without a report"),
+        ("nan", "diverged", None),
+    ],
+)  # fmt: skip
+def test_a_trainable_that_breaks_the_report_contract_fails_its_trials_not_the_sweep(
+    tmp_path: Path, mlflow_store: Callable[[Path], str], mode: str, status: str, error: str | None
+) -> None:
+    # Tune's own metric check ended the whole sweep with a 70-line traceback.
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    proc = run_custom(tmp_path, uri, "--set", "failure.max_retries=0", MODE=mode)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("digits_lr")
+    assert exp is not None
+    trials = [r for r in client.search_runs([exp.experiment_id])
+              if r.data.tags.get("sweeps.role") == "trial"]  # fmt: skip
+    assert len(trials) == 2
+    assert {r.data.tags["sweeps.status"] for r in trials} == {status}
+    if error is not None:
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert all(r.data.tags["sweeps.error"].startswith(error) for r in trials), [
+            r.data.tags["sweeps.error"] for r in trials
+        ]
+        assert "every trial of every family failed" in proc.stderr
+    else:
+        assert all(r.data.metrics["final_val_acc"] == 0.0 for r in trials)
+        assert all(r.data.metrics["epochs_used"] == 1 for r in trials)  # ended at once

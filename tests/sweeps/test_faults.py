@@ -272,6 +272,10 @@ def test_error_line_is_the_latest_failure() -> None:
     )
     assert error_line(text) == "ValueError: second"
     assert error_line("") == "unknown error"
+    # A class's module path is left out, as for a builtin's line; a sentence keeps its dots.
+    assert error_line("sweeps.trainable.InjectedFault: first") == "InjectedFault: first"
+    assert error_line("mypkg.Bad: x.y: z") == "Bad: x.y: z"
+    assert error_line("data.csv: not found") == "data.csv: not found"
 
 
 @pytest.mark.slow
