@@ -89,3 +89,26 @@ def test_a_trial_process_imports_neither_the_spec_nor_optuna() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.splitlines()
     assert out == ["[]", "['optuna', 'sweeps.spec']"]  # then the driver's CLI: the check sees it
+
+
+@pytest.mark.parametrize(
+    ("metrics", "needle"),
+    [
+        ({"epoch": 1, "status": "running"}, "but got no val_acc (keys: epoch, status)"),
+        ({"val_acc": 0.5}, "but got no epoch, status (keys: val_acc)"),
+        ({"epoch": 1, "val_acc": 0.5, "status": "done"}, "status must be one of running, "),
+        ({"epoch": 1, "val_acc": "high", "status": "running"}, "val_acc must be a number"),
+    ],
+)
+def test_a_report_that_breaks_the_contract_is_named(metrics: dict[str, Any], needle: str) -> None:
+    with pytest.raises(trainable.TrainableContractError, match=r"^trainable my:fit: ") as info:
+        trainable.checked(metrics, "my:fit")
+    assert needle in str(info.value)
+
+
+def test_a_non_finite_val_acc_is_a_diverged_end() -> None:
+    ok = {"epoch": 3, "val_acc": 0.7, "status": "running", "lr": 0.1}
+    assert trainable.checked(ok, None) == ok
+    for bad in (float("nan"), float("inf")):
+        out = trainable.checked({**ok, "val_acc": bad}, None)
+        assert out == {**ok, "val_acc": 0.0, "status": "diverged"}
