@@ -6,6 +6,7 @@ Imports Ray alone, so that the CLI can start Ray while it imports the rest of a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 import ray
 
@@ -25,15 +26,28 @@ WORKER_PRELOAD = {
 }
 
 
-def check_resources(spec: SweepSpec, resources: dict[str, float]) -> None:
-    """A trial asking for more than the cluster has would wait forever: refuse it up front."""
-    for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
-        have = resources.get(key, 0.0)
-        if need > 0 and need > have:
-            raise SweepsError(
-                f"resources.{key.lower()}: a trial's share must fit the cluster, but got "
-                f"({key.lower()}={need:g}, the cluster has {have:g})"
+def check_resources(spec: SweepSpec, nodes: Sequence[Mapping[str, float]]) -> None:
+    """A trial asking for more than any one node has (``nodes``: each live node's resources)
+    would wait forever: Tune places each trial's CPUs and GPUs together on one node."""
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    for key, amount in need.items():
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if amount > 0 and amount > most:
+            total = sum(n.get(key, 0.0) for n in nodes)
+            where = (
+                f"the cluster has {total:g}"
+                if len(nodes) < 2
+                else (f"the largest of {len(nodes)} nodes has {most:g} of the cluster's {total:g}")
             )
+            raise SweepsError(
+                f"resources.{key.lower()}: a trial's share must fit on one node, but got "
+                f"({key.lower()}={amount:g}, {where})"
+            )
+    if not any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
+        raise SweepsError(
+            "resources: a trial's cpu and gpu must fit on one node together, but no node has "
+            f"both (cpu={need['CPU']:g}, gpu={need['GPU']:g})"
+        )
 
 
 def start_ray(address: str | None) -> bool:

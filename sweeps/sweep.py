@@ -100,7 +100,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         try:
             started_ray = start_ray(opts.address)
             tracker, resumed, storage = opening.result()
-            check_resources(spec, ray.cluster_resources())
+            check_resources(spec, [n["Resources"] for n in ray.nodes() if n["Alive"]])
             if resumed:  # before it is reopened: a refused resume leaves it as it was
                 check_resumable(tracker, resumed, storage, experiment_name(spec, resumed))
         except BaseException:

@@ -31,6 +31,8 @@ import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
+from sweeps.cluster import check_resources
+from sweeps.errors import SweepsError
 from sweeps.spec import load_spec
 from sweeps.trainable import FAULT_ENV
 
@@ -49,6 +51,34 @@ SPREAD = [
     "search.families=[fixed]", "search.trials_per_family=2", "search.base_lr.high=0.01",
     "train.epochs=40", "train.batch_size=16", "early_stopping.name=none", "reeval.seeds=1",
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sets", "nodes", "error"),
+    [
+        (["resources.cpu=2"], [{"CPU": 2.0}], None),
+        (["resources.cpu=3"], [{"CPU": 2.0}, {"CPU": 1.0}],
+         "resources.cpu: a trial's share must fit on one node, but got (cpu=3, the largest of 2 "
+         "nodes has 2 of the cluster's 3)"),
+        (["resources.gpu=1"], [{"CPU": 2.0}],
+         "resources.gpu: a trial's share must fit on one node, but got (gpu=1, the cluster has 0)"),
+        (["resources.cpu=2", "resources.gpu=1"], [{"CPU": 2.0}, {"CPU": 1.0, "GPU": 1.0}],
+         "resources: a trial's cpu and gpu must fit on one node together, but no node has both "
+         "(cpu=2, gpu=1)"),
+        (["resources.cpu=2", "resources.gpu=0.5"], [{"CPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}], None),
+    ],
+)  # fmt: skip
+def test_a_trial_must_fit_on_one_node(
+    sets: list[str], nodes: list[dict[str, float]], error: str | None
+) -> None:
+    # A trial bigger than every node (3 CPUs over nodes of 2 and 1) waited forever.
+    spec = load_spec("cardio_clr", sets)
+    if error is None:
+        check_resources(spec, nodes)
+        return
+    with pytest.raises(SweepsError) as info:
+        check_resources(spec, nodes)
+    assert str(info.value) == error
 
 
 # -- processes ------------------------------------------------------------------------------------
