@@ -6,7 +6,11 @@ Imports Ray alone, so that the CLI can start Ray while it imports the rest of a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import ray
 
@@ -50,6 +54,33 @@ def check_resources(spec: SweepSpec, nodes: Sequence[Mapping[str, float]]) -> No
         )
 
 
+@contextmanager
+def stderr_kept() -> Iterator[Callable[[], bytes]]:
+    """Hold what is written to file descriptor 2 (Ray's C++ client logs there) and give it
+    back at the end, unless an error leaves the block: a refused token repeats its log line
+    for ~20 s before ray.init fails, and the one-line error says it all."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+
+        def said() -> bytes:
+            held.seek(0)
+            return held.read()
+
+        ok = False
+        try:
+            yield said
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                sys.stderr.buffer.write(said())
+                sys.stderr.flush()
+
+
 def start_ray(address: str | None) -> bool:
     """Join ``address`` (or $RAY_ADDRESS), else start a local instance. True if we started one."""
     if ray.is_initialized():
@@ -58,13 +89,20 @@ def start_ray(address: str | None) -> bool:
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
     if given:
         check_reachable(*given)
-        try:
-            ray.init(address=given[0], **common)  # type: ignore[arg-type]
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SweepsError(
-                f"{given[1]}: the Ray cluster at {given[0]!r} must be reachable, but "
-                f"{first_line(exc)}"
-            ) from None
+        with stderr_kept() as said:
+            try:
+                ray.init(address=given[0], **common)  # type: ignore[arg-type]
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                if b"InvalidAuthToken" in said():
+                    raise SweepsError(
+                        f"{given[1]}: the Ray cluster at {given[0]!r} must accept this client's "
+                        "token (set RAY_AUTH_MODE=token and the cluster's token in "
+                        "RAY_AUTH_TOKEN or ~/.ray/auth_token), but it refused it"
+                    ) from None
+                raise SweepsError(
+                    f"{given[1]}: the Ray cluster at {given[0]!r} must be reachable, but "
+                    f"{first_line(exc)}"
+                ) from None
         return False
     # A new local instance, even where `ray start` left one running on this machine (ray.init
     # would join that, and refuse our settings): no dashboard, token auth as Ray sets it.

@@ -87,6 +87,18 @@ def refusal(host: str, port: int) -> str | None:
         return exc.strerror or str(exc)
 
 
+def speaks_http(host: str, port: int) -> bool:
+    """Whether an HTTP/1 server answers at ``host:port``. The GCS speaks gRPC: it answers an
+    HTTP/1 request with an HTTP/2 frame, not "HTTP/"."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as conn:
+            conn.settimeout(2)
+            conn.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return conn.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
 def sqlite_file(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` store (None for other stores, in memory or with options)."""
     path = uri.removeprefix("sqlite:///")
@@ -171,6 +183,11 @@ def check_reachable(address: str, source: str = "--address") -> None:
     why: str | None = f"{port!r} is not a port number" if host else "it has no :port"
     if port.isdigit():
         why = refusal(host or "127.0.0.1", int(port))
+        if why is None and speaks_http(host or "127.0.0.1", int(port)):
+            # ray.init would retry an HTTP port (the dashboard's, 8265) for minutes.
+            why = (
+                "an HTTP server answers there (the dashboard's?); a GCS listens on 6379 by default"
+            )
     if why:
         raise SweepsError(
             f"{source}: the Ray cluster at {address!r} must be reachable (host:port of the "

@@ -384,6 +384,28 @@ def test_a_sweep_spreads_its_trials_over_two_nodes(
 
 # -- the Ray Jobs API -----------------------------------------------------------------------------
 @pytest.mark.slow
+def test_a_refused_token_and_the_dashboards_port_are_one_line_each(
+    tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    ray_cluster.start_head(num_cpus=1)
+    tiny = [*cli("sweeps.run", "digits_lr"), *sets(TINY)]
+    wrong = {**ray_cluster.env, "RAY_AUTH_TOKEN": "0" * 64}
+    proc = run([*tiny, "--address", ray_cluster.gcs], wrong, tmp_path, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    # Before: ~20 of Ray's log lines, then "must be reachable, but Failed to connect".
+    assert proc.stderr.strip() == (
+        f"error: --address: the Ray cluster at '{ray_cluster.gcs}' must accept this client's "
+        "token (set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
+        "~/.ray/auth_token), but it refused it"
+    ), proc.stderr[-3000:]
+    port = ray_cluster.dashboard.rsplit(":", 1)[1]
+    t0 = time.monotonic()
+    proc = run([*tiny, "--address", f"127.0.0.1:{port}"], ray_cluster.env, tmp_path, timeout=180)
+    assert proc.returncode == 2 and time.monotonic() - t0 < 60, proc.stderr[-3000:]
+    assert "an HTTP server answers there (the dashboard's?)" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
 def test_a_local_sweep_starts_its_own_ray_beside_a_ray_start_cluster(
     tmp_path: Path, ray_cluster: RayCluster
 ) -> None:

@@ -3,12 +3,20 @@ stores and Ray's own address forms are left to MLflow and Ray."""
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 
 import pytest
 
 from sweeps.errors import SweepsError
-from sweeps.preflight import check_inputs, check_reachable, check_server, ray_address
+from sweeps.preflight import (
+    check_inputs,
+    check_reachable,
+    check_server,
+    ray_address,
+    speaks_http,
+)
 from sweeps.spec import load_spec
 
 
@@ -68,6 +76,21 @@ def test_a_cluster_address_nobody_listens_at_is_refused(address: str, why: str) 
     with pytest.raises(SweepsError, match=r"^--address: the Ray cluster at ") as info:
         check_reachable(address)
     assert why in str(info.value) and repr(address) in str(info.value)
+
+
+def test_an_http_server_is_not_taken_for_a_gcs() -> None:
+    # ray.init retried a dashboard's port (8265 for 6379) for minutes.
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert speaks_http("127.0.0.1", port)
+        with pytest.raises(SweepsError, match="an HTTP server answers there") as info:
+            check_reachable(f"127.0.0.1:{port}")
+        assert str(info.value).startswith(f"--address: the Ray cluster at '127.0.0.1:{port}'")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_auto_is_left_to_ray_and_a_ray_client_address_is_checked() -> None:
