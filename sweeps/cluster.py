@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -54,6 +55,33 @@ def check_resources(spec: SweepSpec, nodes: Sequence[Mapping[str, float]]) -> No
         )
 
 
+# How long a removed working folder may take to come back (Ray unpacks it again at once).
+REUNPACK_WAIT_S = 5.0
+
+
+@contextmanager
+def back_in(path: str) -> Iterator[None]:
+    """Back in ``path`` afterwards if the block removed the working folder. A Ray job's driver
+    runs in its unpacked working_dir, which Ray may delete and unpack again as the driver joins
+    the cluster: the process is then in a folder that is gone, and MLflow's sqlite store, which
+    resolves ./mlruns on opening, fails with "No such file or directory"."""
+    try:
+        yield
+    finally:
+        try:
+            os.getcwd()
+        except FileNotFoundError:
+            deadline = time.monotonic() + REUNPACK_WAIT_S
+            while not os.path.isdir(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not os.path.isdir(path):
+                raise SweepsError(
+                    f"working folder: {path!r} must exist, but it was removed as the driver "
+                    "joined the Ray cluster"
+                ) from None
+            os.chdir(path)  # the new folder of the same name
+
+
 @contextmanager
 def stderr_kept() -> Iterator[Callable[[], bytes]]:
     """Hold what is written to file descriptor 2 (Ray's C++ client logs there) and give it
@@ -89,7 +117,8 @@ def start_ray(address: str | None) -> bool:
     common = {"logging_level": logging.ERROR, "log_to_driver": False}
     if given:
         check_reachable(*given)
-        with stderr_kept() as said:
+        here = os.getcwd()
+        with stderr_kept() as said, back_in(here):
             try:
                 ray.init(address=given[0], **common)  # type: ignore[arg-type]
             except (ConnectionError, RuntimeError, ValueError) as exc:

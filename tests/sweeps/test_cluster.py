@@ -31,7 +31,8 @@ import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
-from sweeps.cluster import check_resources
+from sweeps import cluster as cluster_module
+from sweeps.cluster import check_resources, start_ray
 from sweeps.errors import SweepsError
 from sweeps.spec import load_spec
 from sweeps.trainable import FAULT_ENV
@@ -79,6 +80,34 @@ def test_a_trial_must_fit_on_one_node(
     with pytest.raises(SweepsError) as info:
         check_resources(spec, nodes)
     assert str(info.value) == error
+
+
+def test_the_driver_is_back_in_its_folder_if_joining_the_cluster_removed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As Ray does to a job's working_dir: deleted and unpacked again while the driver joins.
+    work = tmp_path / "working_dir"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def init(**_: Any) -> None:
+        shutil.rmtree(work)
+        work.mkdir()
+
+    monkeypatch.setattr(cluster_module, "check_reachable", lambda *_: None)
+    monkeypatch.setattr(cluster_module.ray, "init", init)
+    monkeypatch.setattr(cluster_module.ray, "is_initialized", lambda: False)
+    assert start_ray("head:6379") is False
+    assert os.getcwd() == str(work)
+    (work / "probe").write_text("here")  # the folder that exists, not the removed one
+
+    def gone(**_: Any) -> None:
+        shutil.rmtree(work)
+
+    monkeypatch.setattr(cluster_module.ray, "init", gone)
+    monkeypatch.setattr(cluster_module, "REUNPACK_WAIT_S", 0.2)
+    with pytest.raises(SweepsError, match=r"^working folder: .* must exist, but it was removed"):
+        start_ray("head:6379")
 
 
 # -- processes ------------------------------------------------------------------------------------
