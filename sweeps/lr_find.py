@@ -746,6 +746,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(err, f"{_flag(exc.field)}: {exc.rule}")
     try:
         spec = load_spec(args.sweep, args.overrides)
+        if spec.trainable is not None:
+            raise SweepsError(
+                "trainable: the range test trains the spec's model with train_loop's optimizer, "
+                f"so the spec must not name its own trainable, but it names {spec.trainable!r}"
+            )
         uri = resolve_uri(args.tracking_uri)
         tracker = SweepTracker(uri, spec)
         tracker.check()  # before the test, not after it

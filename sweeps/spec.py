@@ -95,6 +95,12 @@ class SweepSpec(SpecModel):
                 "`module:function` syntax (e.g. mypkg.train:fit) must hold, but got "
                 f"{self.trainable!r}",
             )
+        if self.trainable is not None and self.search.bounds == "range_test":
+            raise RuleError(
+                "search.bounds",
+                "`search.bounds: range_test` needs train_loop (the test trains the spec's model, "
+                f"not the trainable's), but got (trainable={self.trainable!r})",
+            )
         es, epochs = self.early_stopping, self.train.epochs
         if es.name == "asha" and es.grace_period > epochs:
             raise RuleError(

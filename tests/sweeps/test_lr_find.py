@@ -517,6 +517,10 @@ def test_cli_bad_numbers_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["digits_lr", "--mode", "cos"], "error: argument --mode: invalid choice"),
         (["nosuchsweep"], "error: "),
         (["digits_lr", "--set", "train.batch_size=0"], "error: train.batch_size: "),
+        (
+            ["digits_lr", "--set", "trainable=os:getcwd"],
+            "error: trainable: the range test trains the spec's model with train_loop's optimizer",
+        ),
     ],
 )
 def test_cli_user_errors_in_process(

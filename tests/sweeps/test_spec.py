@@ -50,6 +50,8 @@ INVALID: list[tuple[list[str], str, str]] = [
     (["search.base_lr={low: -1, high: 1, log: false}"], "search.base_lr:", "learning rate"),
     (["search.gamma.high=.nan"], "search.gamma:", "must be finite"),
     (["sampler.name=grid"], "sampler.name:", "'grid'"),
+    (["search.bounds=range_test", "trainable=mypkg.train:fit"], "search.bounds:",
+     "needs train_loop"),
     (["search.trials_per_family=true"], "search.trials_per_family:",
      "must be a number, but got true"),
     (["train.epochs=yes"], "train.epochs:", "but got true"),
