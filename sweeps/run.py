@@ -67,6 +67,12 @@ def dry_run(spec: SweepSpec, console: Console, samples: int = 3) -> None:
         f"epochs = at most {len(spec.families) * budget * spec.train.epochs} trial epochs",
         highlight=False,
     )
+    if spec.search.bounds == "range_test":
+        console.print(
+            "search.bounds is range_test: the sweep first runs an LR range test, and base_lr and "
+            "max_lr come from its ranges, not from the spec's ranges the samples below use",
+            highlight=False,
+        )
     for family in spec.families:
         fam = FAMILIES[family]
         console.print(

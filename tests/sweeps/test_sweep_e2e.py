@@ -309,7 +309,8 @@ def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
         "rc = main(sys.argv[1:]); assert 'ray' not in sys.modules, 'Ray was imported'; "
         "sys.exit(rc)"
     )
-    for args in (["--list"], ["cardio_clr", "--dry-run"], ["digits_lr", "--dry-run"]):
+    ranged = ["cardio_clr", "--dry-run", "--set", "search.bounds=range_test"]
+    for args in (["--list"], ["cardio_clr", "--dry-run"], ["digits_lr", "--dry-run"], ranged):
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
             check=False, timeout=120,
@@ -320,6 +321,8 @@ def test_list_and_dry_run_start_no_ray(tmp_path: Path) -> None:
         else:
             assert "budget:" in proc.stdout and "ASHA grace" in proc.stdout
             assert "base_lr=" in proc.stdout
+            note = "not from the spec's ranges the samples below use" in proc.stdout
+            assert note == (args == ranged)
     assert not (tmp_path / "mlflow.db").exists()
 
 
