@@ -7,6 +7,7 @@ import math
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,9 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 on_complete=reeval.start,
             )
         result.search_seconds = time.monotonic() - t0
-        log_summary(tracker, result, facts)
+        # A resumed sweep's search seconds add to those its earlier runs logged.
+        earlier = tracker.client.get_run(parent).data.metrics if resumed else {}
+        log_summary(tracker, result, facts, earlier)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:
             result.reevals = reeval.finish(result.outcomes, bar)
@@ -222,10 +225,18 @@ def derive_bounds(spec: SweepSpec, tracker: SweepTracker, console: Console) -> S
     return derived
 
 
-def log_summary(tracker: SweepTracker, result: SweepResult, facts: DataFacts) -> None:
+def log_summary(
+    tracker: SweepTracker,
+    result: SweepResult,
+    facts: DataFacts,
+    earlier: Mapping[str, float] | None = None,
+) -> None:
+    """The parent run's per-family metrics. ``earlier``: the parent's metrics before a resume;
+    wall seconds are added to theirs (the rest is counted over every trial again)."""
+    before = earlier or {}
     counts: Counter[str] = Counter()
     metrics: dict[str, float] = {
-        "search_wall_seconds": result.search_seconds,
+        "search_wall_seconds": before.get("search_wall_seconds", 0.0) + result.search_seconds,
         "data/chance_val_acc": facts.chance_val_acc,
     }
     for fam, out in result.outcomes.items():
@@ -233,7 +244,9 @@ def log_summary(tracker: SweepTracker, result: SweepResult, facts: DataFacts) ->
         if out.best_val_acc is not None:
             metrics[f"best_val_acc/{fam}"] = out.best_val_acc
         metrics[f"search_epochs/{fam}"] = out.epochs
-        metrics[f"search_seconds/{fam}"] = out.wall_seconds
+        metrics[f"search_seconds/{fam}"] = before.get(f"search_seconds/{fam}", 0.0) + (
+            out.wall_seconds
+        )
         metrics[f"train_seconds/{fam}"] = out.train_seconds
     for status in TRIAL_STATUSES:
         metrics[f"trials/{status}"] = counts.get(status, 0)

@@ -126,10 +126,15 @@ def test_a_failed_reevaluation_run_is_logged_and_resume_redoes_only_it(
         "- reeval-fixed-1-s1001 failed: RuntimeError: seed 1001 refuses to train" in md.read_text()
     )
 
+    searched = parent.data.metrics["search_seconds/fixed"]
+    assert searched > 0
+
     again = run_custom(tmp_path, uri, "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED"
+    # The resumed search had nothing left to train: its seconds add to the first run's.
+    assert parent.data.metrics["search_seconds/fixed"] >= searched
     seeds = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "marks").iterdir())
     # The trials and seed 1000 ran once; seed 1001 twice (failed, then redone).
     assert seeds == ["fixed-0", "fixed-0", "fixed-1000", "fixed-1001", "fixed-1001"], seeds
