@@ -303,7 +303,9 @@ def test_finish_ends_open_runs_and_saves_what_a_dead_store_never_took(
     assert str(exc.value) == (
         f"--tracking-uri: the MLflow store {tracker.uri!r} must come back within 1 s "
         f"($SWEEPS_MLFLOW_PATIENCE) to take the sweep's last 6 writes, but it did not; they "
-        f"are saved in {path}: send them with `python -m sweeps.outbox {path}`"
+        f"are saved in {path}: send them with `python -m sweeps.outbox {path}`, then build "
+        f"the report with `python -m sweeps.report {tracker.spec.tracking.experiment} --run-id "
+        f"{tracker.parent_id} --tracking-uri {tracker.uri}`"
     )
     err = capsys.readouterr().err
     assert "warning: the MLflow store" in err and "waiting up to 1 s" in err
