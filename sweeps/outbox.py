@@ -98,6 +98,11 @@ def patience_from_env() -> float:
     return value
 
 
+# MLflow prints "View run ... at" and "View experiment at" whenever a run on an http store ends:
+# two lines per trial on the sweep's console. The user's own setting wins.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def open_client(uri: str) -> MlflowClient:
     """An MlflowClient for ``uri``; an unsupported scheme fails here, before any request."""
     try:
