@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from sweeps.outbox import now_ms
 from sweeps.progress import TaskProgress
 from sweeps.retrain import retrain
 from sweeps.spec import SweepSpec
@@ -131,6 +132,7 @@ def _log(tracker: SweepTracker, run: ReevalRun, cfg: dict[str, Any]) -> None:
             "sweeps.seed": str(run.seed),
         },
         {"family": run.family, "seed": run.seed, "epochs": cfg["train"]["epochs"], **params},
+        started_ms=now_ms() - round(run.seconds * 1000),  # it is logged once it has ended
     )
     for row in run.history:
         tracker.log_epoch(run_id, row)

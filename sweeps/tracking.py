@@ -247,9 +247,15 @@ class SweepTracker:
 
     # -- nested runs --------------------------------------------------------------------------
     def start_child(
-        self, name: str, role: str, tags: Mapping[str, str], params: Mapping[str, Any]
+        self,
+        name: str,
+        role: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        started_ms: int | None = None,
     ) -> str:
-        """Create a nested run; its id is a placeholder while the store is down."""
+        """Create a nested run, started now or at ``started_ms`` (a run logged once it is over);
+        its id is a placeholder while the store is down."""
         key = uuid.uuid4().hex
         placeholder = f"{PLACEHOLDER}{key}"
         all_tags = {
@@ -265,7 +271,7 @@ class SweepTracker:
                 placeholder,
                 experiment_id=self.experiment_id,
                 run_name=name,
-                time_ms=now_ms(),
+                time_ms=now_ms() if started_ms is None else started_ms,
                 tags=all_tags,
             )
         )

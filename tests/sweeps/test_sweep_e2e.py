@@ -138,6 +138,10 @@ def test_cardio_clr_small_run_through_the_cli(
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert 0.0 <= r.data.metrics["test_acc"] <= 1.0  # a diverged seed may sit below 0.5
         assert len(client.get_metric_history(r.info.run_id, "val_acc")) == 6
+        # It is logged once it has ended, and still spans the seconds it trained.
+        span_ms = r.info.end_time - r.info.start_time
+        assert abs(span_ms - 1000 * r.data.metrics["train_seconds"]) < 1000, span_ms
+        assert r.data.metrics["train_seconds"] > 0
     assert {r.data.tags["sweeps.seed"] for r in reevals} == {"1000", "1001"}
 
     # The report rebuilt from MLflow alone has the very same table.
