@@ -7,6 +7,7 @@ spec can name code: YAML is read with a safe loader and every other field is dat
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -31,4 +32,15 @@ def load_trainable(ref: str | None) -> TrainFn:
         ) from None
     if not callable(fn):
         raise SweepsError(f"trainable: {ref!r} must be a function, but it is {type(fn).__name__}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none to read: left to the call
+        return cast(TrainFn, fn)
+    try:  # else every trial fails with a TypeError, retried
+        signature.bind({}, None, checkpoint=None)
+    except TypeError:
+        raise SweepsError(
+            f"trainable: {ref!r} must take (config, report, checkpoint=None), but its "
+            f"signature is {name}{signature}"
+        ) from None
     return cast(TrainFn, fn)

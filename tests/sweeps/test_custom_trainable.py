@@ -51,6 +51,14 @@ def test_a_trainable_that_is_not_a_function_is_refused() -> None:
         load_trainable("os:sep")
     with pytest.raises(SweepsError, match=r"'os:no_such' must name an importable"):
         load_trainable("os:no_such")
+    # No checkpoint parameter: every trial failed with a TypeError, retried twice.
+    with pytest.raises(
+        SweepsError,
+        match=r"^trainable: 'os.path:join' must take \(config, report, checkpoint=None\), but "
+        r"its signature is join\(a, \*p\)$",
+    ):
+        load_trainable("os.path:join")
+    assert load_trainable("trainables.train_loop:train_loop") is train_loop
 
 
 def run_custom(
