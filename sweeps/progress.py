@@ -128,7 +128,10 @@ class SweepProgress:
         fp.running = max(0, fp.running - 1)
         fp.retries += 1
         if self._live is None:
-            self.log(f"[{family}] {name} failed ({error}); retrying, from its last checkpoint if it has one")
+            self.log(
+                f"[{family}] {name} failed ({error}); retrying, from its last checkpoint if it "
+                "has one"
+            )
         self._refresh()
 
     def complete_families(self) -> list[str]:
