@@ -41,6 +41,7 @@ from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
 from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, format_validation_error
+from sweeps.preflight import check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
     SweepTracker,
@@ -752,6 +753,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"so the spec must not name its own trainable, but it names {spec.trainable!r}"
             )
         uri = resolve_uri(args.tracking_uri)
+        check_sqlite(uri)  # as the sweep does: MLflow would make a missing folder
+        check_server(uri)
         tracker = SweepTracker(uri, spec)
         tracker.check()  # before the test, not after it
 

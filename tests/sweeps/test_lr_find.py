@@ -535,3 +535,12 @@ def test_cli_user_errors_in_process(
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(start), err
     assert "Traceback" not in err
+
+
+def test_a_sqlite_store_in_a_missing_folder_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'nope' / 'x.db'}"
+    assert lf.main(["digits_lr", "--tracking-uri", uri]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()  # MLflow made the folder
