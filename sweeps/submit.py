@@ -88,7 +88,8 @@ the job's environment: PYTHONUNBUFFERED=1; MLFLOW_TRACKING_URI (--tracking-uri, 
   MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN,
   MLFLOW_TRACKING_INSECURE_TLS, and every --env NAME. These credentials travel to the cluster:
   they are stored with the job and shown in the dashboard to everyone who can open it.
-exit codes: 0 the job SUCCEEDED (or was submitted, with --no-wait); 1 it FAILED or was STOPPED,
+exit codes: 0 the job SUCCEEDED (or was submitted, with --no-wait; with --status: it has not
+  FAILED and was not STOPPED); 1 it FAILED or was STOPPED,
   or the dashboard stopped answering while we waited; 2 a mistake here (spec, option, address,
   token, unknown job id); 130 interrupted (the job keeps running).
 """
@@ -422,8 +423,11 @@ def _job_info(client: JobSubmissionClient, job_id: str, address: str) -> Any:
 def show_status(client: JobSubmissionClient, job_id: str, address: str, out: TextIO) -> int:
     info = _job_info(client, job_id, address)
     msg = (info.message or "").strip().splitlines()
-    print(f"{job_id}: {info.status}" + (f" ({msg[0]})" if msg else ""), file=out)
-    return EXIT_OK
+    said = msg[0].rstrip(":") if msg else ""
+    if len(msg) > 1:  # Ray appends the log's last lines: --logs shows them whole
+        said += f"; see --logs {job_id}"
+    print(f"{job_id}: {info.status}" + (f" ({said})" if said else ""), file=out)
+    return EXIT_JOB_FAILED if str(info.status) in ("FAILED", "STOPPED") else EXIT_OK
 
 
 def show_logs(client: JobSubmissionClient, job_id: str, address: str, out: TextIO) -> int:
