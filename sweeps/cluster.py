@@ -39,11 +39,9 @@ def check_resources(spec: SweepSpec, nodes: Sequence[Mapping[str, float]]) -> No
         most = max((n.get(key, 0.0) for n in nodes), default=0.0)
         if amount > 0 and amount > most:
             total = sum(n.get(key, 0.0) for n in nodes)
-            where = (
-                f"the cluster has {total:g}"
-                if len(nodes) < 2
-                else (f"the largest of {len(nodes)} nodes has {most:g} of the cluster's {total:g}")
-            )
+            where = f"the cluster has {total:g}"
+            if len(nodes) > 1:
+                where = f"the largest of {len(nodes)} nodes has {most:g} of the cluster's {total:g}"
             raise SweepsError(
                 f"resources.{key.lower()}: a trial's share must fit on one node, but got "
                 f"({key.lower()}={amount:g}, {where})"

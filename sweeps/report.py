@@ -146,7 +146,7 @@ class Report:
 
 
 def _p_cell(p: float | None) -> str:
-    """ "0.14" or "< 0.001": format_p without its "p"."""
+    """A table cell: format_p without its "p" ("0.14", "< 0.001"), or "-"."""
     return "-" if p is None else stats.format_p(p).removeprefix("p ").removeprefix("= ")
 
 

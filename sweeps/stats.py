@@ -298,7 +298,7 @@ def overall_verdict(
             f"No CLR family significantly beats {baseline} "
             f"(best: {best}, {_pp(testable[best].diff)}, {p_text(best)})."
         )
-    losers = [k for k, c in testable.items() if judged[k] < alpha and c.diff < 0 and k != best]
+    losers = [k for k, c in testable.items() if judged[k] < alpha and c.diff < 0]
     if not losers:
         return head
     each = "; ".join(f"{k} by {_pp(-testable[k].diff)[1:]} ({p_text(k)})" for k in losers)

@@ -336,7 +336,8 @@ def test_overall_significant_loss_is_not_a_win() -> None:
     results = {"exp_range": _cmp(-0.0080, -0.0120, -0.0040, 0.001)}
     assert overall_verdict(results) == (
         "No CLR family significantly beats the tuned fixed rate "
-        "(best: exp_range, -0.80 pp, p = 0.001)."
+        "(best: exp_range, -0.80 pp, p = 0.001). Significantly worse than the tuned fixed rate: "
+        "exp_range by 0.80 pp (p = 0.001)."
     )
 
 
