@@ -186,8 +186,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: its keys may be overridden here, by design
             key = self.construct_object(key_node, deep=True)
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key, str | int | float):
+            if not isinstance(key, str | int | float):
                 continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -135,6 +135,18 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
         load_spec(str(f))
 
 
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    spec = yaml.safe_load(load_spec("digits_lr").to_yaml())
+    text = yaml.safe_dump(spec, sort_keys=False).replace("  base_lr:\n", "  base_lr: &lr\n", 1)
+    text = text.replace("  max_lr:\n", "  max_lr:\n    <<: *lr\n", 1)
+    assert "<<: *lr" in text and "&lr" in text
+    f = tmp_path / "merged.yaml"
+    f.write_text(text)
+    loaded = load_spec(str(f))  # max_lr's own low/high override the merged ones
+    assert loaded.search.max_lr == load_spec("digits_lr").search.max_lr
+    assert yaml.safe_load(text)["search"]["max_lr"]["log"] == spec["search"]["base_lr"]["log"]
+
+
 def test_a_key_given_twice_is_refused_not_replaced(tmp_path: Path) -> None:
     spec = yaml.safe_load(load_spec("digits_lr").to_yaml())
     f = tmp_path / "twice.yaml"
