@@ -183,13 +183,15 @@ def check_reachable(address: str, source: str = "--address") -> None:
     why: str | None = f"{port!r} is not a port number" if host else "it has no :port"
     if port.isdigit():
         why = refusal(host or "127.0.0.1", int(port))
-        if why is None and speaks_http(host or "127.0.0.1", int(port)):
+        if why is None and not sep and speaks_http(host or "127.0.0.1", int(port)):
             # ray.init would retry an HTTP port (the dashboard's, 8265) for minutes.
             why = (
                 "an HTTP server answers there (the dashboard's?); a GCS listens on 6379 by default"
             )
+    what = (
+        "the head's Ray Client server, 10001 by default" if sep else "host:port of the head's GCS"
+    )
     if why:
         raise SweepsError(
-            f"{source}: the Ray cluster at {address!r} must be reachable (host:port of the "
-            f"head's GCS), but {why}"
+            f"{source}: the Ray cluster at {address!r} must be reachable ({what}), but {why}"
         )

@@ -229,6 +229,13 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
         )
         for r in _children(client, parent, "reeval")
     ]
+    # A resume redoes a failed re-evaluation run as a new run, which replaces it here.
+    latest: dict[tuple[str, int, int], ReevalRow] = {}
+    for row in reevals:
+        key = (row.family, row.rank, row.seed)
+        if key not in latest or latest[key].status == "failed":
+            latest[key] = row
+    reevals = list(latest.values())
     iters = next(
         (int(t.params["iters_per_epoch"]) for t in trials if "iters_per_epoch" in t.params), 1
     )
@@ -291,7 +298,7 @@ def analyse(data: ReportData) -> Report:
     else:
         headline = (
             "No verdict: the tuned fixed family has no test accuracy to compare against (no "
-            "trial or re-evaluation run of it finished; see the failed trials)."
+            "trial or re-evaluation run of it finished; see the failed runs)."
         )
     return Report(data, rows, target, sentences, headline, judged)
 
@@ -359,7 +366,7 @@ def markdown(report: Report) -> str:
         "compared, which the verdict and the sentences above use. Epochs to target: first "
         f"epoch with val_acc ≥ {target} (99 % of the fixed family's final mean), mean over the "
         "seeds that reached it. Trials: completed/stopped/diverged/collapsed/failed.",
-        *_few_seeds(d.spec.reeval.seeds),
+        *_few_seeds(report),
         "",
         f"MLflow parent run `{d.run_id}`, spec hash `{d.spec.spec_hash()}`.",
         "",
@@ -371,13 +378,14 @@ def markdown(report: Report) -> str:
     return "\n".join(parts)
 
 
-def _few_seeds(seeds: int) -> list[str]:
-    if seeds != 2:
+def _few_seeds(report: Report) -> list[str]:
+    if not any(r.summary.n == 2 for r in report.rows):
         return []
     return [
         "",
-        "With 2 seeds each interval rests on 1 degree of freedom (t = 12.7 for 95 %), so it "
-        "spans most of what is possible; use `reeval.seeds` ≥ 3 for an informative one.",
+        "A family with results from 2 seeds has an interval on 1 degree of freedom (t = 12.7 "
+        "for 95 %), which spans most of what is possible; use `reeval.seeds` ≥ 3 for an "
+        "informative one.",
     ]
 
 

@@ -28,7 +28,7 @@ def retrain(config: dict[str, Any], entry: str | None) -> tuple[list[dict[str, A
             final.update(state)
 
     t0 = time.perf_counter()
-    load_trainable(entry)(config, report)
+    load_trainable(entry)(config, report, checkpoint=None)  # as the trials call it
     last = history[-1] if history else {}
     if "test_acc" not in last and "model" not in final:
         raise ValueError(

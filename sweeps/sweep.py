@@ -279,7 +279,7 @@ def print_summary(result: SweepResult, console: Console) -> None:
         for sentence in result.report.sentences:
             console.print(f"  - {sentence}", highlight=False, markup=False)
         for line in result.report.failures():
-            console.print(f"failed trial: {line}", highlight=False, markup=False)
+            console.print(f"failed run: {line}", highlight=False, markup=False)
         console.print(
             f"report: artifacts report/report.md and report/report.html of run "
             f"{result.parent_run_id}",

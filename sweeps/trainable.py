@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -69,15 +70,21 @@ def checked(metrics: Mapping[str, Any], entry: str | None) -> dict[str, Any]:
             f"trainable {name}: report()'s status must be one of {', '.join(STATUSES)}, but got "
             f"{metrics['status']!r}"
         )
-    try:
-        val_acc = float(metrics["val_acc"])
-    except (TypeError, ValueError):
+    epoch, val_acc = metrics["epoch"], metrics["val_acc"]
+    for key, value in (("epoch", epoch), ("val_acc", val_acc)):
+        # ASHA and Optuna compute with these: a string ("0.7") would crash the whole sweep.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TrainableContractError(
+                f"trainable {name}: report()'s {key} must be a number, but got {value!r}"
+            )
+    if not (math.isfinite(epoch) and float(epoch).is_integer()):
         raise TrainableContractError(
-            f"trainable {name}: report()'s val_acc must be a number, but got {metrics['val_acc']!r}"
-        ) from None
-    if math.isfinite(val_acc):
-        return dict(metrics)
-    return {**metrics, "val_acc": 0.0, "status": "diverged"}
+            f"trainable {name}: report()'s epoch must be a whole number, but got {epoch!r}"
+        )
+    out = {**metrics, "epoch": int(epoch), "val_acc": float(val_acc)}
+    if math.isfinite(out["val_acc"]):
+        return out
+    return {**out, "val_acc": 0.0, "status": "diverged"}
 
 
 def _maybe_fail(epoch: int, family: str) -> None:

@@ -152,6 +152,12 @@ def test_a_failed_reevaluation_run_is_logged_and_resume_redoes_only_it(
         if r.data.tags.get("sweeps.role") == "reeval" and r.info.status == "FINISHED"
     ]
     assert sorted(done) == ["1000", "1001"]
+    # The redone run replaces the failed one in the rebuilt report.
+    md = Path(
+        client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "2"))
+    )
+    assert "Failed runs" not in md.read_text() and "(2/2)" in md.read_text()
+    assert "failed run: " not in again.stdout
 
 
 @pytest.mark.slow

@@ -257,7 +257,7 @@ def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(
     assert "## Failed runs" in md
     for name in ("triangular-001", "triangular-002"):
         assert f"{name} failed after 4 epochs and 1 retries: " in md
-        assert f"failed trial: {name}" in proc.stdout
+        assert f"failed run: {name}" in proc.stdout
 
 
 def test_error_line_is_the_latest_failure() -> None:

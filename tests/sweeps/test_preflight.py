@@ -99,8 +99,9 @@ def test_auto_is_left_to_ray_and_a_ray_client_address_is_checked() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         check_reachable(f"ray://127.0.0.1:{s.getsockname()[1]}")
-    with pytest.raises(SweepsError, match=r"^--address: the Ray cluster at 'ray://127.0.0.1:"):
+    with pytest.raises(SweepsError, match=r"^--address: the Ray cluster at 'ray://127.0.0.1:") as e:
         check_reachable(f"ray://127.0.0.1:{closed_port()}")
+    assert "(the head's Ray Client server, 10001 by default)" in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sweeps.report import ReevalRow, ReportData, analyse
+from sweeps.report import ReevalRow, ReportData, analyse, markdown
 from sweeps.spec import load_spec
 from sweeps.stats import (
     Comparison,
@@ -437,5 +437,8 @@ def test_the_table_shows_what_the_numbers_support() -> None:
     sentences = analyse(_data("fixed,triangular,one_cycle", two)).sentences
     assert len(sentences) == 2
     assert all(s.endswith(", Holm-adjusted over 2 families)") for s in sentences), sentences
+    assert "on 1 degree of freedom" in markdown(report)  # triangular's 2 seeds
+    three = {"fixed": [0.90, 0.91, 0.90], "triangular": [0.93, 0.94, 0.92]}
+    assert "degree of freedom" not in markdown(analyse(_data("fixed,triangular", three)))
     no_fixed = analyse(_data("triangular,one_cycle", {"triangular": [0.9, 0.91]}))
     assert all(cell.split("|")[6].strip() == "-" for cell in no_fixed.table().splitlines()[2:])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sweeps import trainable
@@ -98,6 +99,10 @@ def test_a_trial_process_imports_neither_the_spec_nor_optuna() -> None:
         ({"val_acc": 0.5}, "but got no epoch, status (keys: val_acc)"),
         ({"epoch": 1, "val_acc": 0.5, "status": "done"}, "status must be one of running, "),
         ({"epoch": 1, "val_acc": "high", "status": "running"}, "val_acc must be a number"),
+        ({"epoch": 1, "val_acc": "0.7", "status": "running"}, "but got '0.7'"),
+        ({"epoch": 1, "val_acc": True, "status": "running"}, "val_acc must be a number"),
+        ({"epoch": "e1", "val_acc": 0.7, "status": "running"}, "epoch must be a number"),
+        ({"epoch": 1.5, "val_acc": 0.7, "status": "running"}, "epoch must be a whole number"),
     ],
 )
 def test_a_report_that_breaks_the_contract_is_named(metrics: dict[str, Any], needle: str) -> None:
@@ -109,6 +114,9 @@ def test_a_report_that_breaks_the_contract_is_named(metrics: dict[str, Any], nee
 def test_a_non_finite_val_acc_is_a_diverged_end() -> None:
     ok = {"epoch": 3, "val_acc": 0.7, "status": "running", "lr": 0.1}
     assert trainable.checked(ok, None) == ok
+    # numpy's numbers are numbers, and go on as Python's.
+    same = trainable.checked({**ok, "epoch": np.int64(3), "val_acc": np.float32(0.5)}, None)
+    assert same == {**ok, "val_acc": 0.5} and type(same["epoch"]) is int
     for bad in (float("nan"), float("inf")):
         out = trainable.checked({**ok, "val_acc": bad}, None)
         assert out == {**ok, "val_acc": 0.0, "status": "diverged"}
