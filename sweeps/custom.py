@@ -18,6 +18,11 @@ TrainFn = Callable[..., Any]
 PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
+def trainable_name(ref: str | None) -> str:
+    """How messages name the trainable: the spec's ``module:function``, else ``train_loop``."""
+    return ref or "train_loop"
+
+
 def load_trainable(ref: str | None) -> TrainFn:
     """``train_loop`` for None, else the function ``ref`` names, imported."""
     if ref is None:

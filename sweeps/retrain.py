@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sweeps.custom import load_trainable
+from sweeps.custom import load_trainable, trainable_name
 from trainables import test_accuracy
 
 
@@ -32,7 +32,7 @@ def retrain(config: dict[str, Any], entry: str | None) -> tuple[list[dict[str, A
     last = history[-1] if history else {}
     if "test_acc" not in last and "model" not in final:
         raise ValueError(
-            f"trainable {entry or 'train_loop'}: its last result must hold test_acc, or a "
+            f"trainable {trainable_name(entry)}: its last result must hold test_acc, or a "
             "report must pass its model's state_dict as state['model'], for the test split to "
             f"score it; it did neither ({len(history)} results)"
         )

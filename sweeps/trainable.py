@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from sweeps.custom import load_trainable
+from sweeps.custom import load_trainable, trainable_name
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
@@ -58,7 +58,7 @@ def checked(metrics: Mapping[str, Any], entry: str | None) -> dict[str, Any]:
     """``metrics`` if it keeps the contract, with a non-finite val_acc made a diverged end (as
     ``train_loop`` reports one, so ASHA and Optuna see a finite worst value); else the error.
     Tune's own check would end the whole sweep with a traceback instead of failing the trial."""
-    name = entry or "train_loop"
+    name = trainable_name(entry)
     missing = [k for k in REQUIRED if k not in metrics]
     if missing:
         raise TrainableContractError(
@@ -181,7 +181,7 @@ def ray_trainable(
         load_trainable(entry)({**shared, **config}, report, checkpoint=state)
     except _Diverged:
         return
-    name = entry or "train_loop"
+    name = trainable_name(entry)
     if not history:
         raise TrainableContractError(
             f"trainable {name}: report(metrics, state) must be called once per epoch, but it "
