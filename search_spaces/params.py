@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Self, get_args
+from typing import Any, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -20,6 +20,19 @@ def _numeric(annotation: Any) -> bool:
     return any(a in (int, float) for a in (annotation, *get_args(annotation)))
 
 
+def _numbers(annotation: Any) -> bool:
+    """A sequence of numbers, e.g. ``tuple[int, ...]``."""
+    return get_origin(annotation) in (tuple, list) and _numeric(annotation)
+
+
+def _yaml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_yaml(v) for v in value)}]"
+    return repr(value)
+
+
 class SpecModel(BaseModel):
     """The base of every spec section: unknown keys refused, values frozen."""
 
@@ -32,10 +45,16 @@ class SpecModel(BaseModel):
         if isinstance(data, dict):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(name, str) else None
-                if isinstance(value, bool) and field is not None and _numeric(field.annotation):
-                    raise RuleError(
-                        name, f"`{name}` must be a number, but got {str(value).lower()}"
-                    )
+                if field is None:
+                    continue
+                if isinstance(value, bool) and _numeric(field.annotation):
+                    raise RuleError(name, f"`{name}` must be a number, but got {_yaml(value)}")
+                if (
+                    isinstance(value, list | tuple)
+                    and any(isinstance(v, bool) for v in value)
+                    and _numbers(field.annotation)
+                ):
+                    raise RuleError(name, f"`{name}` must be numbers, but got {_yaml(value)}")
         return data
 
 

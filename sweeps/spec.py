@@ -155,9 +155,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(p.strip() for p in parts):
         raise SpecError(f"--set: `dotted.key=value` syntax must hold, but got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
+    except yaml.constructor.ConstructorError as exc:  # a duplicate key, an unknown tag
+        problem = re.sub(r" \(first at line \d+\)$", "", str(exc.problem))
+        raise SpecError(
+            f"--set {key.strip()}: the value must be YAML with each key once and no tags, but "
+            f"{problem} in {raw.strip()!r}"
+        ) from None
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML: the text itself
     return [p.strip() for p in parts], value
 
 
