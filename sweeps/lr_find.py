@@ -41,7 +41,7 @@ from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
 from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, format_validation_error
-from sweeps.preflight import check_server, check_sqlite
+from sweeps.preflight import check_device, check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
     SweepTracker,
@@ -82,6 +82,7 @@ Mode = Literal["exp", "linear"]
 MIN_STEPS = 10
 # Every batch's rate and loss are kept and logged: 100,000 is hours of cardio batches.
 MAX_STEPS = 100_000
+MAX_SEED = 2**32 - 1  # as sampler.seed
 # Progress every quarter of the test, and at least this often.
 PROGRESS_SECONDS = 10.0
 # MLflow's log_batch takes at most 1000 metrics per call.
@@ -169,6 +170,10 @@ class RangeTestSettings:
             raise RangeTestError(
                 "stop_factor",
                 f"`stop_factor > 1` (finite) must hold, but got (stop_factor={self.stop_factor})",
+            )
+        if isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise RangeTestError(
+                "seed", f"`0 <= seed <= {MAX_SEED}` must hold, but got (seed={self.seed})"
             )
         if not self.val_every >= 0:
             raise RangeTestError(
@@ -752,6 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "trainable: the range test trains the spec's model with train_loop's optimizer, "
                 f"so the spec must not name its own trainable, but it names {spec.trainable!r}"
             )
+        check_device(spec.train.device)  # the test runs here
         uri = resolve_uri(args.tracking_uri)
         check_sqlite(uri)  # as the sweep does: MLflow would make a missing folder
         check_server(uri)

@@ -44,6 +44,21 @@ def check_inputs(
     given = ray_address(address)
     if given:
         check_reachable(*given)
+    else:  # a cluster's workers may have the GPU the driver lacks
+        check_device(spec.train.device)
+
+
+def check_device(device: str) -> None:
+    """``train.device: cuda`` needs a GPU this machine's torch can use, else every trial fails."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise SweepsError(
+            f"train.device: 'cuda' needs a GPU that torch can use here, but torch "
+            f"{torch.__version__} ({build}) finds none; use auto or cpu, or install a CUDA "
+            "build (README, GPU users)"
+        )
 
 
 def ray_address(address: str | None) -> tuple[str, str] | None:

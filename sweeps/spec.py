@@ -19,7 +19,7 @@ from trainables.config import DatasetConfig, ModelConfig, OptimizerConfig, Train
 
 class SamplerSpec(SpecModel):
     name: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # numpy's range, which Optuna seeds
     # TPE's random start; None: a third of the family's budget, at least 2 and at most 10.
     n_startup_trials: int | None = Field(default=None, ge=1)
 

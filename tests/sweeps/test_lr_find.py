@@ -515,6 +515,8 @@ def test_cli_bad_numbers_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["digits_lr", "--steps", "5"], "error: --steps: `10 <= steps <= 100000` must hold"),
         (["digits_lr", "--steps", "ten"], "error: argument --steps: invalid int value: 'ten'"),
         (["digits_lr", "--mode", "cos"], "error: argument --mode: invalid choice"),
+        (["digits_lr", "--seed", str(2**70)], "error: --seed: `0 <= seed <= 4294967295` must"),
+        (["digits_lr", "--seed", "-1"], "error: --seed: `0 <= seed <= 4294967295` must"),
         (["nosuchsweep"], "error: "),
         (["digits_lr", "--set", "train.batch_size=0"], "error: train.batch_size: "),
         (

@@ -11,6 +11,7 @@ import pytest
 
 from sweeps.errors import SweepsError
 from sweeps.preflight import (
+    check_device,
     check_inputs,
     check_reachable,
     check_server,
@@ -130,3 +131,22 @@ def test_an_unknown_compile_mode_is_refused_before_ray(monkeypatch: pytest.Monke
     monkeypatch.setenv("SWEEPS_COMPILE", "maybe")
     with pytest.raises(SweepsError, match=r"^\$SWEEPS_COMPILE: must be one of .* got 'maybe'"):
         check_inputs(load_spec("digits_lr"), None, "http://127.0.0.1:9")
+
+
+def test_cuda_without_a_gpu_is_refused_before_ray_unless_a_cluster_runs_the_trials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SweepsError, match=r"^train.device: 'cuda' needs a GPU that torch can use"):
+        check_inputs(load_spec("digits_lr", ["train.device=cuda"]), None, "")
+    for device in ("auto", "cpu"):
+        check_device(device)
+    with socket.socket() as s:  # a cluster's workers may have the GPU: not judged here
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        check_inputs(load_spec("digits_lr", ["train.device=cuda"]), address, "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_device("cuda")

@@ -57,6 +57,8 @@ INVALID: list[tuple[list[str], str, str]] = [
     (["train.epochs=yes"], "train.epochs:", "but got true"),
     (["search.step_size_epochs.low=true"], "search.step_size_epochs.low:", "but got true"),
     (["optimizer.momentum=false"], "optimizer.momentum:", "but got false"),
+    (["sampler.seed=-5"], "sampler.seed:", "greater than or equal to 0, but got -5"),
+    ([f"sampler.seed={2**32}"], "sampler.seed:", "less than or equal to 4294967295"),
     (["model.hidden=[true, 32]"], "model.hidden:", "must be numbers, but got [true, 32]"),
     (["search.base_lr={low: 1e-4, low: 1e-3, high: 1}"], "--set search.base_lr:",
      "each key once and no tags, but key 'low' appears twice in '{low: 1e-4, low: 1e-3"),
