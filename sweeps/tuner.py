@@ -302,6 +302,7 @@ class FamilyRuns:
     logged: dict[str, int] = field(default_factory=dict)  # run id -> last epoch in MLflow
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_id -> last result
     ended: set[str] = field(default_factory=set)  # trial ids whose run is ended (now or before)
+    numbered: int = 0  # the highest number in a run name so far ("fixed-007": 7)
 
     def replay(self, run_id: str, checkpoint: tune.Checkpoint | None) -> None:
         """Resume: log the epochs a checkpoint holds that MLflow lacks. The crashed driver had
@@ -316,12 +317,22 @@ class FamilyRuns:
                 self.tracker.log_epoch(run_id, row)
                 self.logged[run_id] = epoch
 
-    def adopt(self) -> None:
+    def adopt(self, saved: set[str]) -> None:
         """Resume: take over this family's trial runs from MLflow, as the crashed driver left
-        them. Ended runs count towards the outcome; open ones continue when Tune resumes them."""
+        them. Ended runs count towards the outcome; open ones continue when Tune resumes them.
+        A run whose trial is not among ``saved`` (Ray's restored experiment) is discarded, ended
+        or not: Ray samples that trial again, and it would be counted twice."""
         for run in self.tracker.children("trial", self.family):
             trial_id = run.data.tags["sweeps.trial_id"]
             name = run.info.run_name or ""
+            number = name.rpartition("-")[2]
+            if number.isdigit():
+                self.numbered = max(self.numbered, int(number))
+            if trial_id not in saved:
+                self.tracker.discard(
+                    run.info.run_id, "its trial is not in the restored Ray experiment"
+                )
+                continue
             self.runs[trial_id] = (name, run.info.run_id)
             self.logged[run.info.run_id] = self.tracker.last_step(run.info.run_id)
             status = run.data.tags.get("sweeps.status")
@@ -399,7 +410,8 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in live.runs:  # a retried or resumed trial continues its own run
             live.replay(live.runs[trial.trial_id][1], trial.checkpoint)
             return
-        name = f"{live.family}-{len(live.runs) + 1:03d}"
+        live.numbered += 1
+        name = f"{live.family}-{live.numbered:03d}"
         params = {k: v for k, v in trial.config.items() if k in FAMILIES[live.family].params}
         tags = {
             "sweeps.family": live.family,
@@ -496,8 +508,8 @@ def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
         for trial_id, (name, run_id) in live.runs.items():
             if trial_id in live.ended:
                 continue
-            if trial_id not in results:
-                live.tracker.discard(run_id, "its trial is not in the restored Ray experiment")
+            if trial_id not in results:  # in the saved experiment, but it never reported
+                live.tracker.discard(run_id, "its trial has no result in the Ray experiment")
                 continue
             last, config, error, checkpoint = results[trial_id]
             live.replay(run_id, checkpoint)
@@ -627,8 +639,9 @@ def run_search(
     restoring = resume and tune.Tuner.can_restore(path)
     searcher = None
     if restoring:
+        saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
         for live in families.values():
-            live.adopt()
+            live.adopt(saved)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
         if resume:  # Ray saved nothing of this search: it starts afresh, so drop its runs

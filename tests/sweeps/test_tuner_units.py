@@ -27,11 +27,13 @@ from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
+    _LIVE,
     FamilyOutcome,
     FamilyRuns,
     FamilyScheduler,
     FamilySearch,
     PrunedAwareOptunaSearch,
+    TrialLogger,
     capacity,
     ctrl_c_ends_the_sweep,
     make_scheduler,
@@ -239,7 +241,7 @@ def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
 
     progress = SweepProgress({"fixed": 1}, Console(quiet=True))
     live = FamilyRuns(tracker, "fixed", 10, progress, FamilyOutcome("fixed"))
-    live.adopt()
+    live.adopt({"t1"})
     assert live.logged == {run: 2}
     live.replay(run, tune.Checkpoint.from_directory(str(ckpt)))
     live.replay(run, tune.Checkpoint.from_directory(str(ckpt)))  # a second restore: no doubles
@@ -247,6 +249,45 @@ def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
     hist = MlflowClient(tracker.uri).get_metric_history(run, "val_acc")
     assert sorted((m.step, m.value) for m in hist) == [(n, 0.5 + n / 100) for n in range(1, 5)]
     assert live.logged == {run: 4}  # epochs 5 and 6 come when the restored trial reports them
+
+
+def test_a_trial_that_ended_after_rays_last_save_is_discarded_not_counted_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> None:
+    # Ray's restored experiment lacks t3, which finished after Ray's last save: its searcher
+    # samples that trial again, so the run MLflow holds for it must not count as well.
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("digits_lr", ["search.families=[fixed]"])
+    tracker = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec)
+    tracker.start()
+    ids = {}
+    for n, ended in ((1, True), (2, False), (3, True)):
+        tags = {"sweeps.family": "fixed", "sweeps.trial_id": f"t{n}"}
+        ids[n] = tracker.start_child(f"fixed-{n:03d}", "trial", tags, {"base_lr": 0.1})
+        tracker.log_epoch(ids[n], {"epoch": 1, "val_acc": 0.6, "status": "running"})
+        if ended:
+            tracker.end_child(ids[n], "completed", {"epochs_used": 1, "final_val_acc": 0.6})
+    assert tracker.outbox.flush()
+
+    progress = SweepProgress({"fixed": 4}, Console(quiet=True))
+    live = FamilyRuns(tracker, "fixed", 10, progress, FamilyOutcome("fixed"))
+    live.adopt({"t1", "t2"})
+    assert sorted(live.runs) == ["t1", "t2"] and live.ended == {"t1"}
+    assert live.outcome.statuses == {"fixed-001": "completed"}
+    assert progress.families["fixed"].done == 1
+    client = MlflowClient(tracker.uri)
+    gone = client.get_run(ids[3])
+    assert gone.info.lifecycle_stage == "deleted" and gone.info.status == "KILLED"
+    assert "not in the restored Ray experiment" in gone.data.tags["sweeps.discarded"]
+    # The trial sampled again is named after the highest number, never reusing a kept name.
+    trial = SimpleNamespace(trial_id="t9", config={"family": "fixed", "base_lr": 0.1},
+                            checkpoint=None)  # fmt: skip
+    _LIVE["k"] = {"fixed": live}
+    try:
+        TrialLogger("k").on_trial_start(0, [], trial)  # type: ignore[arg-type]
+    finally:
+        _LIVE.pop("k")
+    assert live.runs["t9"][0] == "fixed-004"
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
