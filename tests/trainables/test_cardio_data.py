@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,14 @@ def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
         (HEADER + "\n" + GOOD.replace("168", "tall") + "\n", "column 'height' must be numeric"),
         (HEADER + "\n" + GOOD.replace("168", "") + "\n", "column 'height' must have no empty"),
         (HEADER + "\n" + GOOD[: GOOD.rindex(";")] + ";7\n", "(the label) must be 0 or 1"),
+        (
+            HEADER + "\n" + GOOD + "\n" + GOOD.replace(";1;1;0", ";inf;1;0") + "\n",
+            "column 'cholesterol' must be finite, but row 3 of ",
+        ),
+        (
+            HEADER + "\n" + GOOD + "\n" + GOOD.replace("168", "") + "\n",
+            "column 'height' must have no empty cells, but row 3 of ",
+        ),
     ],
 )
 def test_malformed_files_are_refused(tmp_path: Path, content: str, needle: str) -> None:
@@ -171,7 +180,8 @@ def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def zip_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A real HTTP server on loopback serving a Kaggle-style zip."""
+    """A real HTTP server on loopback serving a Kaggle-style zip; at /cut it sends half of it
+    under the whole one's Content-Length, at /trickle a few bytes a second."""
     csv = tmp_path / "src.csv"
     sha = write(csv, [GOOD, GOOD])
     buf = io.BytesIO()
@@ -184,7 +194,15 @@ def zip_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
             self.send_response(200)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.path == "/cut":
+                self.wfile.write(payload[: len(payload) // 2])
+            elif self.path == "/trickle":
+                for i in range(len(payload)):
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            else:
+                self.wfile.write(payload)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -215,6 +233,51 @@ def test_bad_download_is_not_cached(
     with pytest.raises(DataError, match="must have SHA-256"):
         cardio.locate(None, CARDIO_SHA256, url=url)
     assert not (cardio.cache_dir() / "cardio_train.csv").exists()
+
+
+def test_a_download_cut_short_is_one_line_and_not_cached(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, sha = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    cut = url.rsplit("/", 1)[0] + "/cut"
+    with pytest.raises(DataError, match=r"could not be downloaded from .*/cut \(IncompleteRead"):
+        cardio.locate(None, sha, url=cut)
+    assert not (cardio.cache_dir() / "cardio_train.csv").exists()
+
+
+def test_a_trickling_download_shows_progress_and_gives_up_at_the_deadline(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, sha = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    monkeypatch.setattr(cardio, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(cardio, "PROGRESS_S", 0.5)
+    monkeypatch.setattr(cardio, "DOWNLOAD_DEADLINE_S", 2.0)
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"\(not done after 2 s, 0.0 MB so far\); put the file"):
+        cardio.locate(None, sha, url=url.rsplit("/", 1)[0] + "/trickle")
+    assert time.monotonic() - t0 < 10
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("dataset: downloading cardio_train.csv from http://127.0.0.1:")
+    assert len(err) >= 3 and all(" MB" in line for line in err[1:]), err
+    assert not (cardio.cache_dir() / "cardio_train.csv").exists()
+
+
+def test_a_wrong_download_names_the_url_and_a_corrupt_cache_says_to_delete_it(
+    zip_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = zip_server
+    monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
+    with pytest.raises(DataError) as e:
+        cardio.locate(None, CARDIO_SHA256, url=url)
+    assert str(e.value).startswith(f"dataset.sha256: the download from {url} must have SHA-256")
+    assert "so it was not kept" in str(e.value)
+    cached = cardio.cache_dir() / "cardio_train.csv"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(HEADER + "\n" + GOOD + "\n")  # a truncated copy in the cache
+    with pytest.raises(DataError, match=r"\(delete it, and it is downloaded again, or set"):
+        cardio.locate(None, CARDIO_SHA256, url=url)
 
 
 def test_digits_split_the_same_way() -> None:

@@ -10,8 +10,11 @@ Then age goes from days to years, and BMI = weight / (height in m)^2 is added.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
+import sys
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -46,7 +49,10 @@ RULES: dict[str, tuple[float, float]] = {
     "height": (120, 220),
     "weight": (30, 200),
 }
-DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOAD_TIMEOUT_S = 30.0  # for one read
+DOWNLOAD_DEADLINE_S = 600.0  # for the whole file (~1.5 MB zipped)
+PROGRESS_S = 5.0
+CHUNK_BYTES = 64 * 1024
 
 
 def cache_dir() -> Path:
@@ -61,7 +67,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, sha256: str | None) -> Path:
+def _verify(path: Path, sha256: str | None, fix: str = "") -> Path:
     if sha256 is None:
         return path
     try:
@@ -71,8 +77,8 @@ def _verify(path: Path, sha256: str | None) -> Path:
     if got != sha256:
         raise DataError(
             f"dataset.sha256: the file {path} must have SHA-256 {sha256}, but got {got}; "
-            "it is corrupt or not Kaggle's cardio_train.csv (re-download it, or set "
-            "dataset.sha256=null for a file of your own)"
+            "it is corrupt or not Kaggle's cardio_train.csv "
+            f"({fix or 'replace it'}, or set dataset.sha256=null for a file of your own)"
         )
     return path
 
@@ -82,15 +88,17 @@ def _why(exc: OSError) -> str:
 
 
 def _download(dest: Path, url: str, searched: str = "") -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
-            payload = resp.read()
-    # ValueError: $SWEEPS_CARDIO_URL is not a URL.
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-        raise DataError(
+    def failed(why: str) -> DataError:
+        return DataError(
             f"dataset: {FILENAME} was not found{searched} and could not be downloaded from "
-            f"{url} ({exc}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
-        ) from None
+            f"{url} ({why}); put the file at {dest} or in the folder named by $SWEEPS_DATA_DIR"
+        )
+
+    try:
+        payload = _fetch(url)
+    # ValueError: $SWEEPS_CARDIO_URL is not a URL. HTTPException: the body was cut short.
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        raise failed(str(exc) or type(exc).__name__) from None
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as zf:
             member = next((n for n in zf.namelist() if n.endswith(FILENAME)), None)
@@ -106,6 +114,32 @@ def _download(dest: Path, url: str, searched: str = "") -> None:
             f"dataset: the download could not be saved at {dest} ({exc}); free space there, "
             f"or put {FILENAME} in the folder named by $SWEEPS_DATA_DIR"
         ) from None
+
+
+def _fetch(url: str) -> bytes:
+    """The body at ``url``, with a line on stderr every ``PROGRESS_S`` and at most
+    ``DOWNLOAD_DEADLINE_S`` in all (the socket timeout bounds one read, not a trickle)."""
+    started = last = time.monotonic()
+    chunks: list[bytes] = []
+    got = 0
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+        size = int(resp.headers.get("Content-Length") or 0)
+        print(f"dataset: downloading {FILENAME} from {url}", file=sys.stderr, flush=True)
+        while chunk := resp.read(CHUNK_BYTES):
+            chunks.append(chunk)
+            got += len(chunk)
+            now = time.monotonic()
+            if now - started > DOWNLOAD_DEADLINE_S:
+                raise TimeoutError(
+                    f"not done after {DOWNLOAD_DEADLINE_S:.0f} s, {got / 1e6:.1f} MB so far"
+                )
+            if now - last >= PROGRESS_S:
+                of = f" of {size / 1e6:.1f}" if size else ""
+                print(f"dataset: {got / 1e6:.1f}{of} MB", file=sys.stderr, flush=True)
+                last = now
+    if size and got != size:  # urllib reads a cut-short body without Content-Length as whole
+        raise http.client.IncompleteRead(b"", size - got)
+    return b"".join(chunks)
 
 
 def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path:
@@ -130,13 +164,18 @@ def locate(path: str | None, sha256: str | None, url: str | None = None) -> Path
         searched = f" (not in $SWEEPS_DATA_DIR={env} either)"
     cached = cache_dir() / FILENAME
     if cached.is_file():
-        return _verify(cached, sha256)
+        return _verify(cached, sha256, "delete it, and it is downloaded again")
     _download(cached, url, searched)
     try:
         return _verify(cached, sha256)
     except DataError:
+        got = sha256_of(cached)
         cached.unlink(missing_ok=True)  # never keep a bad download
-        raise
+        raise DataError(
+            f"dataset.sha256: the download from {url} must have SHA-256 {sha256}, but got {got}, "
+            f"so it was not kept; it is not Kaggle's {FILENAME} (check $SWEEPS_CARDIO_URL, or "
+            f"put the file at {cached} or in the folder named by $SWEEPS_DATA_DIR)"
+        ) from None
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -170,15 +209,27 @@ def read(path: Path) -> pd.DataFrame:
                 f"dataset: column {col!r} must be numeric, but row {row + 2} of {path} holds "
                 f"{df[col].iloc[row]!r}"
             )
-    if df[list(COLUMNS)].isna().any().any():
-        col = next(c for c in COLUMNS if df[c].isna().any())
-        raise DataError(f"dataset: column {col!r} must have no empty cells in {path}")
+    for col in COLUMNS:
+        empty = df[col].isna().to_numpy()
+        if empty.any():
+            row = int(np.argmax(empty))
+            raise DataError(
+                f"dataset: column {col!r} must have no empty cells, but row {row + 2} of {path} "
+                "has one"
+            )
+        endless = ~np.isfinite(df[col].to_numpy(dtype=float))  # "inf" reads as a number
+        if endless.any():
+            row = int(np.argmax(endless))
+            raise DataError(
+                f"dataset: column {col!r} must be finite, but row {row + 2} of {path} holds "
+                f"{df[col].iloc[row]}"
+            )
     bad_label = ~df[LABEL].isin((0, 1))
     if bad_label.any():
         row = int(np.argmax(bad_label.to_numpy()))
         raise DataError(
             f"dataset: column {LABEL!r} (the label) must be 0 or 1, but row {row + 2} of {path} "
-            f"holds {df[LABEL].iloc[row]!r}"
+            f"holds {df[LABEL].iloc[row]}"
         )
     return df
 
