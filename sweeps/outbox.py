@@ -110,7 +110,7 @@ def open_client(uri: str) -> MlflowClient:
     except Exception as exc:  # MLflow raises several types for a URI it cannot use
         raise TrackingError(
             f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
-            f"postgresql://, http(s)://, file:), but {first_line(exc)}"
+            f"postgresql://, http(s)://), but {first_line(exc)}"
         ) from None
 
 

@@ -39,6 +39,7 @@ def check_inputs(
     if storage or not resume:
         check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    check_not_file_store(uri)
     check_sqlite(uri)
     check_server(uri)
     given = ray_address(address)
@@ -120,6 +121,19 @@ def sqlite_file(uri: str) -> Path | None:
     if path == uri or path in ("", ":memory:") or "?" in path:
         return None
     return Path(path)
+
+
+def check_not_file_store(uri: str) -> None:
+    """MLflow 3 refuses a file store (a plain path, file:) unless told to allow it."""
+    if not uri or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
+        return
+    scheme = urlsplit(uri).scheme if "://" in uri or uri.startswith("file:") else ""
+    if scheme in ("", "file"):
+        raise SweepsError(
+            f"--tracking-uri: {redact(uri)!r} must be a database or server URI (sqlite:///PATH, "
+            "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses "
+            "(use e.g. sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true)"
+        )
 
 
 def check_sqlite(uri: str) -> None:

@@ -13,6 +13,7 @@ from sweeps.errors import SweepsError
 from sweeps.preflight import (
     check_device,
     check_inputs,
+    check_not_file_store,
     check_reachable,
     check_server,
     ray_address,
@@ -150,3 +151,23 @@ def test_cuda_without_a_gpu_is_refused_before_ray_unless_a_cluster_runs_the_tria
         check_inputs(load_spec("digits_lr", ["train.device=cuda"]), address, "")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_device("cuda")
+
+
+@pytest.mark.parametrize("uri", ["./mlruns", "/tmp/mlruns", "file:./mlruns", "file:///tmp/mlruns"])
+def test_a_file_store_is_refused_before_ray_unless_mlflow_is_told_to_allow_it(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(SweepsError) as info:
+        check_inputs(load_spec("digits_lr"), None, uri)
+    assert str(info.value) == (
+        f"--tracking-uri: {uri!r} must be a database or server URI (sqlite:///PATH, "
+        "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses (use "
+        "e.g. sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true)"
+    )
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_not_file_store(uri)
+    for other in ("", "sqlite:///m.db", "postgresql://u@h/db", "http://127.0.0.1:9"):
+        monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+        check_not_file_store(other)
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
