@@ -83,6 +83,7 @@ MIN_STEPS = 10
 # Every batch's rate and loss are kept and logged: 100,000 is hours of cardio batches.
 MAX_STEPS = 100_000
 MAX_SEED = 2**32 - 1  # as sampler.seed
+NEAR_MIN = 0.05  # a last smoothed loss this close to the minimum (relative) has not turned up
 # Progress every quarter of the test, and at least this often.
 PROGRESS_SECONDS = 10.0
 # MLflow's log_batch takes at most 1000 metrics per call.
@@ -789,6 +790,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def still_falling(r: RangeTest) -> bool:
+    """Whether the smoothed loss at the last rate is within ``NEAR_MIN`` of its minimum: the
+    curve has not turned up yet, so a larger max_lr would show where it does."""
+    finite = r.smoothed[np.isfinite(r.smoothed)]
+    if finite.size == 0 or not np.isfinite(r.smoothed[-1]):
+        return False
+    low = float(finite.min())
+    return bool(r.smoothed[-1] - low <= NEAR_MIN * abs(low))
+
+
 def _print_result(out: Console, spec: SweepSpec, r: RangeTest, run_id: str, uri: str) -> None:
     s, cfg = r.suggestion, r.settings
 
@@ -804,7 +815,7 @@ def _print_result(out: Console, spec: SweepSpec, r: RangeTest, run_id: str, uri:
     say(f"  steepest_lr   {s.steepest_lr:.4g}")
     say(f"  max_lr        {s.max_lr:.4g}   (loss minimum at {s.min_loss_lr:.4g})")
     say(f"  base_lr       {s.base_lr_low:.4g} .. {s.base_lr_high:.4g}   (max_lr/4 .. max_lr/3)")
-    if not r.stopped_early and s.min_loss_lr >= r.lrs[-max(2, r.steps_run // 10)]:
+    if not r.stopped_early and still_falling(r):
         say("  note: the loss was still near its minimum at the last rate; try a larger --max-lr")
     base, top = derived_ranges(s)
     sets = f"--set 'search.base_lr={{low: {base.low:g}, high: {base.high:g}, log: true}}'"

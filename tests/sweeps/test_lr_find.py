@@ -217,6 +217,22 @@ def digits_test() -> RangeTest:
     return range_test(load_spec("digits_lr"), val_every=20)
 
 
+@pytest.mark.parametrize(
+    ("smoothed", "falling"),
+    [
+        ([3.0, 2.0, 1.0, 0.9], True),  # still going down at the last rate
+        ([3.0, 1.0, 0.62, 0.63], True),  # flat at its minimum
+        ([3.0, 1.0, 0.629, 1.11], False),  # turned up: cardio's curve that said "try larger"
+        ([3.0, 1.0, 0.6, float("nan")], False),
+    ],
+)
+def test_a_larger_max_lr_is_advised_only_while_the_loss_has_not_turned_up(
+    digits_test: RangeTest, smoothed: list[float], falling: bool
+) -> None:
+    r = dataclasses.replace(digits_test, smoothed=np.array(smoothed))
+    assert lf.still_falling(r) is falling
+
+
 def test_digits_with_adam_stops_once_the_loss_blows_up(digits_test: RangeTest) -> None:
     r = digits_test
     cfg = r.settings
