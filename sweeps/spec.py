@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from search_spaces import RuleError, SearchSpace, SpecModel, cycle_epochs
 from sweeps.custom import PATTERN as TRAINABLE_PATTERN
@@ -167,14 +167,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [p.strip() for p in parts], value
 
 
+def _section_default(parts: list[str]) -> dict[str, Any]:
+    """The default of the spec section at ``parts``, as a mapping ({} where it has none)."""
+    cls: type[BaseModel] = SweepSpec
+    value: Any = None
+    for part in parts:
+        field = cls.model_fields.get(part)
+        if field is None:
+            return {}
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            cls = type(value)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            cls, value = field.annotation, None
+        else:
+            return {}
+    return value.model_dump() if isinstance(value, BaseModel) else {}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         parts, value = parse_override(text)
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if child is None:
-                child = node[part] = {}
+            if child is None:  # a section the file leaves out: the override changes its default
+                child = node[part] = _section_default(parts[: i + 1])
             if not isinstance(child, dict):
                 where = ".".join(parts[: i + 1])
                 raise SpecError(

@@ -206,3 +206,10 @@ def test_a_relative_sqlite_store_is_made_absolute(
         assert resolve_uri(kept) == kept
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
     assert resolve_uri(None) == f"sqlite:///{tmp_path / 'env.db'}"
+
+
+def test_an_override_inside_a_section_the_file_leaves_out_keeps_its_other_defaults() -> None:
+    # digits_lr.yaml writes no search.gamma: the override changes the default's low only.
+    spec = load_spec("digits_lr", ["search.gamma.low=0.95"])
+    assert (spec.search.gamma.low, spec.search.gamma.high) == (0.95, 0.99999)
+    assert load_spec("digits_lr", ["failure.max_retries=0"]).failure.max_retries == 0
