@@ -347,9 +347,24 @@ def draw(report: Report, out: Path) -> dict[str, Path]:
     }
 
 
-def markdown(report: Report) -> str:
+def notes(report: Report) -> list[str]:
+    """What the table's columns mean, then any caveat: the paragraphs under the table."""
     d = report.data
     target = "-" if report.target is None else f"{report.target:.2%}"
+    return [
+        f"Test accuracy: the best config of each family retrained with {d.spec.reeval.seeds} "
+        "seeds on the held-out test split, which tuning never saw. 95 % CI: Student's t "
+        "interval of the mean, cut at 0 % and 100 %. Δ and p (Welch): Welch's t-test against "
+        "the tuned fixed family, unadjusted; p (Holm): adjusted for the number of families "
+        "compared, which the verdict and the sentences above use. Epochs to target: first "
+        f"epoch with val_acc ≥ {target} (99 % of the fixed family's final mean), mean over the "
+        "seeds that reached it. Trials: completed/stopped/diverged/collapsed/failed.",
+        *_few_seeds(report),
+    ]
+
+
+def markdown(report: Report) -> str:
+    d = report.data
     parts = [
         f"# {d.spec.name}: does a cyclical learning rate beat a tuned fixed rate?",
         "",
@@ -359,14 +374,7 @@ def markdown(report: Report) -> str:
         "",
         report.table(),
         "",
-        f"Test accuracy: the best config of each family retrained with {d.spec.reeval.seeds} "
-        "seeds on the held-out test split, which tuning never saw. 95 % CI: Student's t "
-        "interval of the mean, cut at 0 % and 100 %. Δ and p (Welch): Welch's t-test against "
-        "the tuned fixed family, unadjusted; p (Holm): adjusted for the number of families "
-        "compared, which the verdict and the sentences above use. Epochs to target: first "
-        f"epoch with val_acc ≥ {target} (99 % of the fixed family's final mean), mean over the "
-        "seeds that reached it. Trials: completed/stopped/diverged/collapsed/failed.",
-        *_few_seeds(report),
+        "\n\n".join(notes(report)),
         "",
         f"MLflow parent run `{d.run_id}`, spec hash `{d.spec.spec_hash()}`.",
         "",
@@ -382,7 +390,6 @@ def _few_seeds(report: Report) -> list[str]:
     if not any(r.summary.n == 2 for r in report.rows):
         return []
     return [
-        "",
         "A family with results from 2 seeds has an interval on 1 degree of freedom (t = 12.7 "
         "for 95 %), which spans most of what is possible; use `reeval.seeds` ≥ 3 for an "
         "informative one.",
@@ -404,6 +411,7 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
         b64 = base64.b64encode(images[name].read_bytes()).decode()
         figs += f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
     items = "".join(f"<li>{e(s)}</li>" for s in report.sentences)
+    paragraphs = "".join(f"<p>{e(n)}</p>" for n in notes(report))
     failed = ""
     if report.failures():
         failed = "<h2>Failed runs</h2><ul>"
@@ -418,7 +426,8 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
         f" report</title><style>{style}</style></head><body>"
         f"<h1>{e(report.data.spec.name)}: does a cyclical learning rate beat a tuned fixed "
         f"rate?</h1><p><b>Verdict.</b> {e(report.headline)}</p><ul>{items}</ul>{table}"
-        f"<p>MLflow parent run <code>{e(report.data.run_id)}</code></p>{failed}{figs}"
+        f"{paragraphs}<p>MLflow parent run <code>{e(report.data.run_id)}</code>, spec hash "
+        f"<code>{e(report.data.spec.spec_hash())}</code></p>{failed}{figs}"
         "</body></html>"
     )
 

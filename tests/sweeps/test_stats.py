@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sweeps.report import ReevalRow, ReportData, analyse, markdown
+from sweeps.report import PLOTS, ReevalRow, ReportData, analyse, html_page, markdown, notes
 from sweeps.spec import load_spec
 from sweeps.stats import (
     Comparison,
@@ -417,7 +419,7 @@ def test_no_verdict_when_the_fixed_rate_collapsed_to_chance() -> None:
     assert not report.headline.startswith("No verdict")
 
 
-def test_the_table_shows_what_the_numbers_support() -> None:
+def test_the_table_shows_what_the_numbers_support(tmp_path: Path) -> None:
     tested = {
         "fixed": [0.90, 0.91, 0.90],
         "triangular": [0.60, 0.99],  # 2 seeds: the interval is cut at 100 %
@@ -438,6 +440,15 @@ def test_the_table_shows_what_the_numbers_support() -> None:
     assert len(sentences) == 2
     assert all(s.endswith(", Holm-adjusted over 2 families)") for s in sentences), sentences
     assert "on 1 degree of freedom" in markdown(report)  # triangular's 2 seeds
+    # The HTML page says what the Markdown says under the table.
+    images = {}
+    for name in PLOTS:
+        images[name] = tmp_path / name
+        images[name].write_bytes(b"png")
+    page = html_page(report, images)
+    for note in notes(report):
+        assert f"<p>{html.escape(note)}</p>" in page
+    assert report.data.spec.spec_hash() in page
     three = {"fixed": [0.90, 0.91, 0.90], "triangular": [0.93, 0.94, 0.92]}
     assert "degree of freedom" not in markdown(analyse(_data("fixed,triangular", three)))
     no_fixed = analyse(_data("triangular,one_cycle", {"triangular": [0.9, 0.91]}))
