@@ -481,9 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, not JSON, not ours
+        if isinstance(exc, KeyError | TypeError):  # JSON, but not the sweep's layout
+            why = f"it lacks the sweep's fields ({type(exc).__name__}: {first_line(exc)})"
+        else:
+            why = first_line(exc)
         print(
             f"error: FILE {str(args.file)!r}: must be an mlflow-unsent-*.json file a sweep saved, "
-            f"but {first_line(exc)}",
+            f"but {why}",
             file=sys.stderr,
         )
         return 2

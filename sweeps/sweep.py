@@ -138,7 +138,18 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         )
         budgets = {f: spec.search.trials_per_family for f in spec.families}
         reeval = Reevaluation(spec, tracker, bool(resumed))
+        # A resumed sweep's search seconds add to those its earlier runs logged.
+        earlier = tracker.client.get_run(parent).data.metrics if resumed else {}
         with SweepProgress(budgets, console) as progress:
+
+            def family_done(family: str, outcome: FamilyOutcome) -> None:
+                # Logged now, not only at the search's end: a sweep killed later and resumed
+                # would count 0 s for this family, which the resumed run never starts.
+                key = f"search_seconds/{family}"
+                seconds = earlier.get(key, 0.0) + progress.families[family].elapsed()
+                tracker.log_metrics(parent, {key: seconds})
+                reeval.start(family, outcome)
+
             result.outcomes = run_search(
                 spec,
                 tracker=tracker,
@@ -149,11 +160,9 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 limit=limit,
                 iters_per_epoch=facts.iters_per_epoch,
                 resume=bool(resumed),
-                on_complete=reeval.start,
+                on_complete=family_done,
             )
         result.search_seconds = time.monotonic() - t0
-        # A resumed sweep's search seconds add to those its earlier runs logged.
-        earlier = tracker.client.get_run(parent).data.metrics if resumed else {}
         log_summary(tracker, result, facts, earlier)
         jobs = len(spec.families) * spec.reeval.top_k * spec.reeval.seeds
         with TaskProgress("re-evaluation", jobs, console) as bar:

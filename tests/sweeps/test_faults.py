@@ -131,6 +131,9 @@ def resume_to_the_end(
     parents = [r for r in runs if r.data.tags.get("sweeps.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["sweeps.resumes"] == "1"
+    # Seconds of a family that ended before the interruption are kept, not counted as 0.
+    for family in ("fixed", "triangular"):
+        assert parents[0].data.metrics[f"search_seconds/{family}"] > 0, parents[0].data.metrics
     live = trials(runs)
     for family in ("fixed", "triangular"):
         names = [r.info.run_name for r in live if r.data.tags["sweeps.family"] == family]

@@ -353,12 +353,16 @@ def test_replaying_a_file_that_is_not_one_exits_2_with_one_line(
 ) -> None:
     bad = tmp_path / "notes.json"
     bad.write_text('{"writes": 3}')
-    for path in (bad, tmp_path / "missing.json"):
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "list.json").write_text("[]")
+    for path in (bad, tmp_path / "missing.json", tmp_path / "empty.json", tmp_path / "list.json"):
         assert outbox.main([str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(
             f"error: FILE {str(path)!r}: must be an mlflow-unsent-*.json file a sweep saved, but "
         ), lines
+        if path.name in ("empty.json", "list.json"):
+            assert "but it lacks the sweep's fields (" in lines[0], lines
 
 
 # -- the real thing -------------------------------------------------------------------------------
