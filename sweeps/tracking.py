@@ -312,7 +312,8 @@ class SweepTracker:
         if not runs:
             raise SweepsError(
                 f"--resume: an unfinished sweep of {self.spec.name!r} with this spec (hash "
-                f"{self.spec.spec_hash()}) must exist in {redact(self.uri)!r}, but there is none"
+                f"{self.spec.spec_hash()}) must exist in {redact(self.uri)!r}, but there is "
+                f"none{self._why_none(exp.experiment_id if exp is not None else None)}"
             )
         run = runs[0]
         saved = run.data.tags.get("sweeps.storage")
@@ -323,6 +324,32 @@ class SweepTracker:
             )
         self.experiment_id = run.info.experiment_id
         return run.info.run_id, where
+
+    def _why_none(self, experiment_id: str | None) -> str:
+        """What the experiment's sweeps say about a resume that found none of this spec."""
+        if experiment_id is None:
+            return ""
+
+        def newest(extra: str) -> Run | None:
+            found = self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`sweeps.role` = 'sweep'{extra}",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            return found[0] if found else None
+
+        other = newest(" and attributes.status != 'FINISHED'")
+        if other is not None:
+            return (
+                f"; the newest unfinished one, run {other.info.run_id}, has another spec (hash "
+                f"{other.data.tags.get('sweeps.spec_hash')}): resume it with the --set options "
+                "it ran with (its spec.yaml is among the run's artifacts)"
+            )
+        same = newest(f" and tags.`sweeps.spec_hash` = '{self.spec.spec_hash()}'")
+        if same is not None:
+            return f" (its newest sweep of this spec, run {same.info.run_id}, finished)"
+        return ""
 
     def reopen(self, parent_id: str) -> None:
         """Mark an interrupted parent run RUNNING again and count the resume."""

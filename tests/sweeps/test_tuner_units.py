@@ -22,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from rich.console import Console
 
 from search_spaces import define_by_run
+from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
 from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
@@ -365,3 +366,29 @@ def test_a_familys_best_is_its_best_final_val_acc_as_in_the_summary() -> None:
     p.trial_ended("a", "a-002", "stopped", 2, 0.7)
     p.trial_ended("a", "a-003", "failed", 1, 0.9)
     assert p.families["a"].best == 0.7
+
+
+def test_a_resume_that_finds_nothing_says_what_the_store_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    spec = load_spec("digits_lr")
+    done = SweepTracker(uri, spec)
+    done_id = done.start({"sweeps.storage": str(tmp_path)})
+    done.finish("FINISHED")
+    with pytest.raises(SweepsError) as info:
+        SweepTracker(uri, spec).find_resumable(None)
+    assert str(info.value).endswith(
+        f"but there is none (its newest sweep of this spec, run {done_id}, finished)"
+    )
+    # Interrupted with other --set options: named, rather than looking lost.
+    other = SweepTracker(uri, load_spec("digits_lr", ["train.epochs=7"]))
+    other_id = other.start({"sweeps.storage": str(tmp_path)})
+    other.finish("KILLED")
+    with pytest.raises(SweepsError) as info:
+        SweepTracker(uri, spec).find_resumable(None)
+    assert f"; the newest unfinished one, run {other_id}, has another spec (hash " in str(
+        info.value
+    )
+    assert SweepTracker(uri, other.spec).find_resumable(None)[0] == other_id
