@@ -142,13 +142,12 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         earlier = tracker.client.get_run(parent).data.metrics if resumed else {}
         with SweepProgress(budgets, console) as progress:
 
-            def family_done(family: str, outcome: FamilyOutcome) -> None:
-                # Logged now, not only at the search's end: a sweep killed later and resumed
-                # would count 0 s for this family, which the resumed run never starts.
+            def trial_ended(family: str) -> None:
+                # Logged as trials end, not only at the search's end: a sweep killed later and
+                # resumed would count 0 s for a family whose trials had all ended.
                 key = f"search_seconds/{family}"
                 seconds = earlier.get(key, 0.0) + progress.families[family].elapsed()
                 tracker.log_metrics(parent, {key: seconds})
-                reeval.start(family, outcome)
 
             result.outcomes = run_search(
                 spec,
@@ -160,7 +159,8 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
                 limit=limit,
                 iters_per_epoch=facts.iters_per_epoch,
                 resume=bool(resumed),
-                on_complete=family_done,
+                on_complete=reeval.start,
+                on_trial_end=trial_ended,
             )
         result.search_seconds = time.monotonic() - t0
         log_summary(tracker, result, facts, earlier)

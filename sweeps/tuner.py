@@ -357,6 +357,8 @@ class FamilyRuns:
 _LIVE: dict[str, dict[str, FamilyRuns]] = {}
 # By search key: run_search's hook, called for each family whose search is over (maybe again).
 _ON_COMPLETE: dict[str, Callable[[str, FamilyOutcome], None]] = {}
+# By search key: called with a trial's family each time one of its trials ends.
+_ON_TRIAL_END: dict[str, Callable[[str], None]] = {}
 
 
 _QUALIFIED = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*: )")
@@ -481,6 +483,9 @@ class TrialLogger(tune.Callback):
         live.ended.add(trial.trial_id)
         live.outcome.add(name, run_id, status, dict(trial.config), last)
         live.progress.trial_ended(live.family, name, status, epochs, val_acc, note)
+        ended = _ON_TRIAL_END.get(self.key)
+        if ended is not None:
+            ended(live.family)
         self._complete(live)
 
     def on_trial_complete(
@@ -607,6 +612,7 @@ def run_search(
     iters_per_epoch: int,
     resume: bool = False,
     on_complete: Callable[[str, FamilyOutcome], None] | None = None,
+    on_trial_end: Callable[[str], None] | None = None,
 ) -> dict[str, FamilyOutcome]:
     """Run every family's search to the end of its budget, ``slots`` trials at a time and at
     most ``limit`` of one family; with ``resume``, continue an interrupted search from Ray's
@@ -625,6 +631,8 @@ def run_search(
     _LIVE[key] = families
     if on_complete is not None:
         _ON_COMPLETE[key] = on_complete
+    if on_trial_end is not None:
+        _ON_TRIAL_END[key] = on_trial_end
     path = experiment_path(storage, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -683,6 +691,7 @@ def run_search(
     finally:
         _LIVE.pop(key, None)
         _ON_COMPLETE.pop(key, None)
+        _ON_TRIAL_END.pop(key, None)
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     for f, outcome in outcomes.items():
