@@ -19,8 +19,8 @@ from rich.table import Table
 
 from sweeps.cluster import check_resources, start_ray
 from sweeps.custom import load_trainable
-from sweeps.errors import SweepInterrupted, redact
-from sweeps.lr_find import apply_range_test, log_range_test, range_test
+from sweeps.errors import SweepInterrupted, SweepsError, redact
+from sweeps.lr_find import RangeTestError, apply_range_test, log_range_test, range_test
 from sweeps.preflight import check_storage, storage_path
 from sweeps.progress import SweepProgress, TaskProgress
 from sweeps.reeval import ReevalRun, Reevaluation
@@ -214,8 +214,18 @@ def resolved_spec(tracker: SweepTracker) -> SweepSpec | None:
 def derive_bounds(spec: SweepSpec, tracker: SweepTracker, console: Console) -> SweepSpec:
     """Smith's LR range test sets the base_lr and max_lr ranges before any sampling."""
     console.print("LR range test (search.bounds: range_test) ...", highlight=False)
-    test = range_test(spec)
-    derived = apply_range_test(spec, test.suggestion)
+    try:
+        test = range_test(spec)
+        derived = apply_range_test(spec, test.suggestion)
+    except RangeTestError as exc:  # its advice names lr_find's options, which a spec lacks
+        message = (
+            f"search.bounds: the LR range test must suggest the rate ranges, but {exc.rule}; "
+            f"see the curve with `python -m sweeps.lr_find {spec.name}` (its --min-lr, "
+            "--max-lr and --steps), or set search.bounds=spec with your own search.base_lr "
+            "and search.max_lr"
+        )
+        tracker.set_tags(tracker.parent_id, {"sweeps.error": message})
+        raise SweepsError(message) from None
     log_range_test(tracker, test, spec, tracker.parent_id)
     ranges = {"base_lr": derived.search.base_lr, "max_lr": derived.search.max_lr}
     shown = {

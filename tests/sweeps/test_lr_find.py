@@ -562,3 +562,28 @@ def test_a_sqlite_store_in_a_missing_folder_is_refused(
     assert lf.main(["digits_lr", "--tracking-uri", uri]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()  # MLflow made the folder
+
+
+def test_a_range_test_that_fails_in_a_sweep_says_what_the_spec_can_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+) -> None:
+    from rich.console import Console
+
+    from sweeps.errors import SweepsError
+    from sweeps.sweep import derive_bounds
+
+    monkeypatch.chdir(tmp_path)
+    # A weight decay this strong holds the weights at 0: the loss never falls.
+    spec = load_spec("digits_lr", ["search.bounds=range_test", "optimizer.weight_decay=1000"])
+    tracker = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec)
+    parent = tracker.start()
+    with pytest.raises(SweepsError) as info:
+        derive_bounds(spec, tracker, Console(quiet=True))
+    msg = str(info.value)
+    assert msg.startswith("search.bounds: the LR range test must suggest the rate ranges, but ")
+    assert msg.endswith(
+        "see the curve with `python -m sweeps.lr_find digits_lr` (its --min-lr, --max-lr and "
+        "--steps), or set search.bounds=spec with your own search.base_lr and search.max_lr"
+    )
+    assert tracker.outbox.flush()
+    assert MlflowClient(tracker.uri).get_run(parent).data.tags["sweeps.error"] == msg
