@@ -105,6 +105,10 @@ def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
         ("", "it is empty"),
         (HEADER + "\n", "has only a header"),
         ("a;b;c\n1;2;3\n", "must have the columns"),
+        (
+            HEADER.replace(";", ",") + "\n" + GOOD.replace(";", ",") + "\n",
+            "must be ';'-separated, as Kaggle's is, but its header has commas",
+        ),
         (HEADER.replace(";gluc", "") + "\n0;1;2;3;4;5;6;7;8;9;10;11\n", "lacks ['gluc']"),
         (HEADER + "\n" + GOOD.replace("168", "tall") + "\n", "column 'height' must be numeric"),
         (HEADER + "\n" + GOOD.replace("168", "") + "\n", "column 'height' must have no empty"),

@@ -195,6 +195,11 @@ def read(path: Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     extra = [c for c in df.columns if c not in COLUMNS]
     if missing or extra:
+        if len(df.columns) == 1 and "," in str(df.columns[0]):
+            raise DataError(
+                f"dataset: the file {path} must be ';'-separated, as Kaggle's is, but its header "
+                "has commas: save it with ';' between the columns"
+            )
         raise DataError(
             f"dataset: the file {path} must have the columns {';'.join(COLUMNS)}, but "
             f"lacks {missing} and has unexpected {extra}"
