@@ -207,6 +207,10 @@ _LIVE = frozenset(
 class Outbox:
     """The in-order queue of MLflow writes of one driver; see the module docstring."""
 
+    # How the console names the patience's setting, and what goes on meanwhile.
+    patience_from = f"${PATIENCE_ENV}"
+    meanwhile = " while the sweep goes on"
+
     def __init__(
         self,
         client: MlflowClient,
@@ -348,7 +352,7 @@ class Outbox:
         if patience > 0:
             self.say(
                 f"warning: the MLflow store {redact(self.uri)!r} is unreachable; waiting up to "
-                f"{patience:.0f} s (${PATIENCE_ENV}) to send {len(self.queue)} queued writes"
+                f"{patience:.0f} s ({self.patience_from}) to send {len(self.queue)} queued writes"
             )
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
@@ -380,7 +384,7 @@ class Outbox:
                 self.say(
                     f"warning: the MLflow store {redact(self.uri)!r} is unreachable "
                     f"({first_line(exc, 160)}); its writes wait in order and are retried "
-                    f"every {RETRY_EVERY:g} s while the sweep goes on"
+                    f"every {RETRY_EVERY:g} s{self.meanwhile}"
                 )
             return False
         return True
@@ -452,6 +456,7 @@ def replay(path: Path, uri: str | None, patience: float = 60.0) -> int:
             "credentials redacted"
         )
     box = Outbox(open_client(target), target, patience)
+    box.patience_from, box.meanwhile = "--patience", ""
     box.ids.update(ids)
     box.queue.extend(writes)
     if not box.flush():

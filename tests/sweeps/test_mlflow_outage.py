@@ -312,6 +312,11 @@ def test_finish_ends_open_runs_and_saves_what_a_dead_store_never_took(
     kinds = [w["kind"] for w in json.loads(path.read_text())["writes"]]
     assert kinds[0] == "create_run" and kinds[-2:] == ["set_terminated", "set_terminated"]
 
+    # Sent on its own to a store that is still down: the console speaks of --patience.
+    assert outbox.main([str(path), "--tracking-uri", "http://127.0.0.1:9", "--patience", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "waiting up to 1 s (--patience) to send" in err, err
+    assert "while the sweep goes on" not in err and "SWEEPS_MLFLOW_PATIENCE" not in err
     assert outbox.main([str(path)]) == 0  # the store is back (here: the file is readable)
     client = real_client(tracker)
     assert client.get_run(tracker.parent_id).info.status == "FINISHED"
