@@ -232,16 +232,18 @@ class SweepTracker:
         if not sent:
             self._gave_up = True
             self.outbox.spill(path)
-            parent = self.outbox.resolve(self.parent_id)
-            # A parent never created has no id yet: the report then takes the latest sweep.
-            run = "" if parent.startswith(PLACEHOLDER) else f" --run-id {parent}"
+            # FINISHED: the report is in the run already. Otherwise the sweep did not get that
+            # far, and a resume (once the writes are in) does the rest, the report included.
+            then = (
+                ""
+                if status == "FINISHED"
+                else ", then run the sweep's command again with --resume to finish it"
+            )
             raise TrackingError(
                 f"--tracking-uri: the MLflow store {redact(self.uri)!r} must come back within "
                 f"{self.outbox.patience:.0f} s (${PATIENCE_ENV}) to take the sweep's last "
                 f"{len(self.outbox.queue)} writes, but it did not; they are saved in {path}: "
-                f"send them with `python -m sweeps.outbox {path}`, then build the report with "
-                f"`python -m sweeps.report {self.spec.tracking.experiment}{run} --tracking-uri "
-                f"{redact(self.uri)}`"
+                f"send them with `python -m sweeps.outbox {path}`{then}"
             )
         if rejected:
             raise TrackingError(f"{rejected[0]} ({len(rejected)} writes refused in all)")

@@ -303,10 +303,8 @@ def test_finish_ends_open_runs_and_saves_what_a_dead_store_never_took(
     assert str(exc.value) == (
         f"--tracking-uri: the MLflow store {tracker.uri!r} must come back within 1 s "
         f"($SWEEPS_MLFLOW_PATIENCE) to take the sweep's last 6 writes, but it did not; they "
-        f"are saved in {path}: send them with `python -m sweeps.outbox {path}`, then build "
-        f"the report with `python -m sweeps.report {tracker.spec.tracking.experiment} --run-id "
-        f"{tracker.parent_id} --tracking-uri {tracker.uri}`"
-    )
+        f"are saved in {path}: send them with `python -m sweeps.outbox {path}`"
+    )  # FINISHED: the report is in the run
     err = capsys.readouterr().err
     assert "warning: the MLflow store" in err and "waiting up to 1 s" in err
     kinds = [w["kind"] for w in json.loads(path.read_text())["writes"]]
@@ -328,6 +326,18 @@ def test_finish_ends_open_runs_and_saves_what_a_dead_store_never_took(
     assert all(len(client.get_metric_history(r.info.run_id, "val_acc")) == 1 for r in runs)
     assert outbox.main([str(path)]) == 0  # sending the file twice changes nothing
     assert len(client.search_runs([tracker.experiment_id], "tags.`sweeps.role` = 'trial'")) == 2
+
+
+def test_a_sweep_that_ended_early_on_a_dead_store_is_told_to_resume_after_the_replay(
+    tracker: SweepTracker,
+) -> None:
+    flaky(tracker).down = True
+    tracker.log_metrics(tracker.parent_id, {"wall_seconds": 3.0})
+    with pytest.raises(TrackingError) as exc:
+        tracker.finish("FAILED")  # e.g. the report could not be built from the store
+    assert str(exc.value).endswith(
+        ", then run the sweep's command again with --resume to finish it"
+    )
 
 
 def test_an_outbox_with_queued_writes_survives_pickling(tracker: SweepTracker) -> None:
