@@ -97,6 +97,28 @@ def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
     clear_caches()
 
 
+def test_an_entry_altered_inside_a_tensor_is_rebuilt(tmp_path: Path) -> None:
+    csv = tmp_path / "c.csv"
+    write_cardio_sample(csv)
+    cfg = DatasetConfig(name="cardio", path=str(csv), sha256=None)
+    clear_caches()
+    want = load_splits(cfg)
+    (entry,) = (cardio.cache_dir() / "splits").glob("*.pt")
+    raw = bytearray(entry.read_bytes())
+    saved = torch.load(entry, weights_only=True)
+    # Flip bits inside x_train's bytes: the file still unpickles, with other numbers.
+    at = bytes(raw).index(saved["x_train"].numpy().tobytes()[:64]) + 32
+    raw[at : at + 8] = bytes(b ^ 0xFF for b in raw[at : at + 8])
+    entry.write_bytes(bytes(raw))
+    altered = torch.load(entry, weights_only=True)
+    assert not torch.equal(altered["x_train"], saved["x_train"])
+    assert split_cache.load(entry.parent, entry.stem) is None
+    clear_caches()
+    assert _equal(load_splits(cfg), want)
+    assert split_cache.load(entry.parent, entry.stem) is not None  # written again
+    clear_caches()
+
+
 def test_the_key_covers_the_data_and_the_config() -> None:
     cfg = DatasetConfig(name="cardio")
     key = split_cache.cache_key(cfg, "abc")

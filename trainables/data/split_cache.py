@@ -6,7 +6,8 @@ split tensors exactly as ``split_and_scale`` returned them, so a trial trains on
 
 The key covers what the splits derive from: the data (the CSV's SHA-256, or the version of the
 bundled set's package), the dataset config, the versions of the libraries that read and split
-it, and the source of the modules that do. A missing or unreadable entry is rebuilt.
+it, and the source of the modules that do. A missing, unreadable or altered entry (its tensors'
+digest no longer matches) is rebuilt.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from trainables.config import DatasetConfig
 from trainables.data.splits import Splits
 from trainables.files import write_atomically
 
-_FORMAT = 1
+_FORMAT = 2  # 2: with the tensors' digest
 # The code between the file and the tensors: reading, cleaning, splitting and scaling.
 _SOURCES = ("__init__.py", "cardio.py", "splits.py")
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "torch")
@@ -46,11 +47,25 @@ def cache_key(cfg: DatasetConfig, data_digest: str) -> str:
     return h.hexdigest()
 
 
+def digest(fields: dict[str, Any]) -> str:
+    """SHA-256 over the splits' fields: a flipped bit inside a tensor still unpickles."""
+    h = hashlib.sha256()
+    for name in sorted(fields):
+        value = fields[name]
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            h.update(repr((value.dtype, tuple(value.shape))).encode())
+            h.update(value.contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()
+
+
 def load(folder: Path, key: str) -> Splits | None:
-    """The splits stored under ``key``, or None if there are none or they cannot be read."""
+    """The splits stored under ``key``, or None if there are none or they cannot be trusted."""
     try:
         saved: dict[str, Any] = torch.load(folder / f"{key}.pt", weights_only=True)
-        if saved.pop("format") != _FORMAT:
+        if saved.pop("format") != _FORMAT or saved.pop("digest") != digest(saved):
             return None
         return Splits(**saved)
     except Exception:  # a torn or foreign file fails in torch's unpickler in many ways
@@ -58,7 +73,8 @@ def load(folder: Path, key: str) -> Splits | None:
 
 
 def save(folder: Path, key: str, splits: Splits) -> None:
-    saved = {"format": _FORMAT, **dataclasses.asdict(splits)}
+    fields = dataclasses.asdict(splits)
+    saved = {"format": _FORMAT, "digest": digest(fields), **fields}
     # A read-only or full disk (torch's writer raises RuntimeError) costs later processes the
     # split, nothing more; two workers splitting at once never read half a file.
     with contextlib.suppress(OSError, RuntimeError):
