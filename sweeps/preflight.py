@@ -8,6 +8,7 @@ Ray and MLflow. Imports neither (``sweeps.cluster`` uses the address check befor
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -45,7 +46,8 @@ def check_inputs(
     given = ray_address(address)
     if given:
         check_reachable(*given)
-    else:  # a cluster's workers may have the GPU the driver lacks
+    # A cluster's workers may have the GPU the driver lacks; a range test runs on the driver.
+    if not given or spec.search.bounds == "range_test":
         check_device(spec.train.device)
 
 
@@ -127,8 +129,13 @@ def check_not_file_store(uri: str) -> None:
     """MLflow 3 refuses a file store (a plain path, file:) unless told to allow it."""
     if not uri or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
         return
-    scheme = urlsplit(uri).scheme if "://" in uri or uri.startswith("file:") else ""
-    if scheme in ("", "file"):
+    if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's own names for those stores
+        return
+    try:
+        scheme = urlsplit(uri).scheme
+    except ValueError:  # malformed: check_server says how
+        return
+    if re.match(r"^[A-Za-z]:[\\/]", uri) or scheme in ("", "file"):  # C:\ reads as scheme c
         raise SweepsError(
             f"--tracking-uri: {redact(uri)!r} must be a database or server URI (sqlite:///PATH, "
             "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses "

@@ -10,6 +10,7 @@ import base64
 import html
 import math
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -411,7 +412,10 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
         b64 = base64.b64encode(images[name].read_bytes()).decode()
         figs += f"<h2>{e(caption)}</h2><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
     items = "".join(f"<li>{e(s)}</li>" for s in report.sentences)
-    paragraphs = "".join(f"<p>{e(n)}</p>" for n in notes(report))
+    # The notes are Markdown: their `code` spans become <code>.
+    paragraphs = "".join(
+        "<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", e(n)) + "</p>" for n in notes(report)
+    )
     failed = ""
     if report.failures():
         failed = "<h2>Failed runs</h2><ul>"

@@ -156,10 +156,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise SpecError(f"--set: `dotted.key=value` syntax must hold, but got {text!r}")
     try:
         value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
-    except yaml.constructor.ConstructorError as exc:  # a duplicate key, an unknown tag
+    except yaml.constructor.ConstructorError as exc:  # a key twice, a tag such as !!python/...
         problem = re.sub(r" \(first at line \d+\)$", "", str(exc.problem))
         raise SpecError(
-            f"--set {key.strip()}: the value must be YAML with each key once and no tags, but "
+            f"--set {key.strip()}: the value must be YAML with each key once and only YAML's "
+            "standard tags, but "
             f"{problem} in {raw.strip()!r}"
         ) from None
     except yaml.YAMLError:

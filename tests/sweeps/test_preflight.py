@@ -149,11 +149,17 @@ def test_cuda_without_a_gpu_is_refused_before_ray_unless_a_cluster_runs_the_tria
         s.listen()
         address = f"127.0.0.1:{s.getsockname()[1]}"
         check_inputs(load_spec("digits_lr", ["train.device=cuda"]), address, "")
+        # ... but a range test runs here, on the driver.
+        with pytest.raises(SweepsError, match=r"^train.device: 'cuda' needs a GPU"):
+            spec = load_spec("digits_lr", ["train.device=cuda", "search.bounds=range_test"])
+            check_inputs(spec, address, "")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_device("cuda")
 
 
-@pytest.mark.parametrize("uri", ["./mlruns", "/tmp/mlruns", "file:./mlruns", "file:///tmp/mlruns"])
+@pytest.mark.parametrize(
+    "uri", ["./mlruns", "/tmp/mlruns", "mlruns", "file:./mlruns", "file:///tmp/mlruns", "C:\\runs"]
+)
 def test_a_file_store_is_refused_before_ray_unless_mlflow_is_told_to_allow_it(
     uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,7 +173,8 @@ def test_a_file_store_is_refused_before_ray_unless_mlflow_is_told_to_allow_it(
     )
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_not_file_store(uri)
-    for other in ("", "sqlite:///m.db", "postgresql://u@h/db", "http://127.0.0.1:9"):
+    for other in ("", "sqlite:///m.db", "postgresql://u@h/db", "http://127.0.0.1:9", "databricks",
+                  "uc:databricks", "http://[::1"):  # fmt: skip
         monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
         check_not_file_store(other)
         monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -61,7 +61,7 @@ INVALID: list[tuple[list[str], str, str]] = [
     ([f"sampler.seed={2**32}"], "sampler.seed:", "less than or equal to 4294967295"),
     (["model.hidden=[true, 32]"], "model.hidden:", "must be numbers, but got [true, 32]"),
     (["search.base_lr={low: 1e-4, low: 1e-3, high: 1}"], "--set search.base_lr:",
-     "each key once and no tags, but key 'low' appears twice in '{low: 1e-4, low: 1e-3"),
+     "each key once and only YAML's standard tags, but key 'low' appears twice in '{low: 1e-4"),
     (["name=!!python/object:os.system x"], "--set name:", "could not determine a constructor"),
 ]  # fmt: skip
 

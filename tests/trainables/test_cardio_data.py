@@ -255,7 +255,6 @@ def test_a_trickling_download_shows_progress_and_gives_up_at_the_deadline(
 ) -> None:
     url, sha = zip_server
     monkeypatch.delenv("SWEEPS_DATA_DIR", raising=False)
-    monkeypatch.setattr(cardio, "CHUNK_BYTES", 1)
     monkeypatch.setattr(cardio, "PROGRESS_S", 0.5)
     monkeypatch.setattr(cardio, "DOWNLOAD_DEADLINE_S", 2.0)
     t0 = time.monotonic()

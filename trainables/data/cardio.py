@@ -125,7 +125,7 @@ def _fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
         size = int(resp.headers.get("Content-Length") or 0)
         print(f"dataset: downloading {FILENAME} from {url}", file=sys.stderr, flush=True)
-        while chunk := resp.read(CHUNK_BYTES):
+        while chunk := resp.read1(CHUNK_BYTES):  # what has arrived: read() waits for it all
             chunks.append(chunk)
             got += len(chunk)
             now = time.monotonic()
