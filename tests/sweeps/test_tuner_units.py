@@ -221,13 +221,22 @@ def test_family_scheduler_judges_each_family_on_its_own_rungs() -> None:
     assert at5(cyclic, 0.50) == TrialScheduler.CONTINUE
 
 
-def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
+@pytest.fixture()
+def fixed_sweep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
-) -> None:
+) -> SweepTracker:
+    """The started tracker of a digits_lr sweep of the fixed family alone, in ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
     spec = load_spec("digits_lr", ["search.families=[fixed]"])
     tracker = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec)
     tracker.start()
+    return tracker
+
+
+def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
+    tmp_path: Path, fixed_sweep: SweepTracker
+) -> None:
+    tracker = fixed_sweep
     tags = {"sweeps.family": "fixed", "sweeps.trial_id": "t1"}
     run = tracker.start_child("fixed-001", "trial", tags, {"base_lr": 0.1})
     rows = [
@@ -253,14 +262,11 @@ def test_a_resumed_driver_logs_what_the_checkpoint_holds_and_mlflow_lacks(
 
 
 def test_a_trial_that_ended_after_rays_last_save_is_discarded_not_counted_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store: Callable[[Path], str]
+    fixed_sweep: SweepTracker,
 ) -> None:
     # Ray's restored experiment lacks t3, which finished after Ray's last save: its searcher
     # samples that trial again, so the run MLflow holds for it must not count as well.
-    monkeypatch.chdir(tmp_path)
-    spec = load_spec("digits_lr", ["search.families=[fixed]"])
-    tracker = SweepTracker(mlflow_store(tmp_path / "mlflow.db"), spec)
-    tracker.start()
+    tracker = fixed_sweep
     ids = {}
     for n, ended in ((1, True), (2, False), (3, True)):
         tags = {"sweeps.family": "fixed", "sweeps.trial_id": f"t{n}"}

@@ -83,13 +83,19 @@ def test_a_changed_file_is_split_again(tmp_path: Path, monkeypatch: pytest.Monke
     clear_caches()
 
 
-def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
+def cached_sample(tmp_path: Path) -> tuple[DatasetConfig, splits.Splits, Path]:
+    """A sample file's config, its splits, and the cache entry they were written to."""
     csv = tmp_path / "c.csv"
     write_cardio_sample(csv)
     cfg = DatasetConfig(name="cardio", path=str(csv), sha256=None)
     clear_caches()
     want = load_splits(cfg)
     (entry,) = (cardio.cache_dir() / "splits").glob("*.pt")
+    return cfg, want, entry
+
+
+def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
+    cfg, want, entry = cached_sample(tmp_path)
     entry.write_bytes(b"truncated")
     clear_caches()
     assert _equal(load_splits(cfg), want)
@@ -98,12 +104,7 @@ def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_an_entry_altered_inside_a_tensor_is_rebuilt(tmp_path: Path) -> None:
-    csv = tmp_path / "c.csv"
-    write_cardio_sample(csv)
-    cfg = DatasetConfig(name="cardio", path=str(csv), sha256=None)
-    clear_caches()
-    want = load_splits(cfg)
-    (entry,) = (cardio.cache_dir() / "splits").glob("*.pt")
+    cfg, want, entry = cached_sample(tmp_path)
     raw = bytearray(entry.read_bytes())
     saved = torch.load(entry, weights_only=True)
     # Flip bits inside x_train's bytes: the file still unpickles, with other numbers.
