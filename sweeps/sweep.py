@@ -32,6 +32,9 @@ from trainables import TrialConfig
 from trainables.data import load_splits
 from trainables.train_loop import majority_rate
 
+# How often a running family's search seconds are logged (and at its end), for a resume.
+SECONDS_EVERY = 15.0
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -141,13 +144,20 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         # A resumed sweep's search seconds add to those its earlier runs logged.
         earlier = tracker.client.get_run(parent).data.metrics if resumed else {}
         with SweepProgress(budgets, console) as progress:
+            logged_at: dict[str, float] = {}
 
             def trial_ended(family: str) -> None:
                 # Logged as trials end, not only at the search's end: a sweep killed later and
-                # resumed would count 0 s for a family whose trials had all ended.
+                # resumed would count 0 s for a family whose trials had all ended. At most every
+                # SECONDS_EVERY s and at the family's end: each write costs the driver's CPU,
+                # which the trials share on a small machine.
+                fp = progress.families[family]
+                now = time.monotonic()
+                if fp.done < fp.budget and now - logged_at.get(family, -1e9) < SECONDS_EVERY:
+                    return
+                logged_at[family] = now
                 key = f"search_seconds/{family}"
-                seconds = earlier.get(key, 0.0) + progress.families[family].elapsed()
-                tracker.log_metrics(parent, {key: seconds})
+                tracker.log_metrics(parent, {key: earlier.get(key, 0.0) + fp.elapsed()})
 
             result.outcomes = run_search(
                 spec,
