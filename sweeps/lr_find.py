@@ -41,7 +41,7 @@ from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
 from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, format_validation_error
-from sweeps.preflight import check_device, check_not_file_store, check_server, check_sqlite
+from sweeps.preflight import check_device, check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
     SweepTracker,
@@ -760,7 +760,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         check_device(spec.train.device)  # the test runs here
         uri = resolve_uri(args.tracking_uri)
-        check_not_file_store(uri)
         check_sqlite(uri)  # as the sweep does: MLflow would make a missing folder
         check_server(uri)
         tracker = SweepTracker(uri, spec)

@@ -40,6 +40,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import OneLineParser, SweepsError, first_line, redact
+from sweeps.preflight import check_not_file_store
 
 PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
 DEFAULT_PATIENCE = 300.0  # seconds the end of a sweep waits for a store that is down
@@ -105,6 +106,10 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 def open_client(uri: str) -> MlflowClient:
     """An MlflowClient for ``uri``; an unsupported scheme fails here, before any request."""
+    try:
+        check_not_file_store(uri)  # MLflow's own refusal runs to 600 characters
+    except SweepsError as exc:
+        raise TrackingError(str(exc)) from None
     try:
         return MlflowClient(tracking_uri=uri)
     except Exception as exc:  # MLflow raises several types for a URI it cannot use

@@ -160,8 +160,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         problem = re.sub(r" \(first at line \d+\)$", "", str(exc.problem))
         raise SpecError(
             f"--set {key.strip()}: the value must be YAML with each key once and only YAML's "
-            "standard tags, but "
-            f"{problem} in {raw.strip()!r}"
+            f"standard tags, but {problem} in {raw.strip()!r}"
         ) from None
     except yaml.YAMLError:
         value = raw  # not YAML: the text itself

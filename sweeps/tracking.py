@@ -33,7 +33,7 @@ from sweeps.outbox import (
     patience_from_env,
     quick_http,
 )
-from sweeps.preflight import check_not_file_store, check_server, sqlite_file
+from sweeps.preflight import check_server, sqlite_file
 from sweeps.spec import SweepSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -78,7 +78,6 @@ def open_existing_store(uri: str) -> MlflowClient:
             f"--tracking-uri: the sqlite store {str(path)!r} must exist, but it does not (run "
             "this where the sweep ran, or pass its --tracking-uri)"
         )
-    check_not_file_store(uri)
     check_server(uri)
     client = open_client(uri)
     check_store(client, uri)

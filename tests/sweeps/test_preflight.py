@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from sweeps.errors import SweepsError
+from sweeps.outbox import TrackingError, open_client
 from sweeps.preflight import (
     check_device,
     check_inputs,
@@ -171,6 +172,9 @@ def test_a_file_store_is_refused_before_ray_unless_mlflow_is_told_to_allow_it(
         "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses (use "
         "e.g. sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true)"
     )
+    # Every client is opened through open_client (sweeps.report and sweeps.outbox too).
+    with pytest.raises(TrackingError, match=r"but it is a file store, which MLflow 3 refuses"):
+        open_client(uri)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_not_file_store(uri)
     for other in ("", "sqlite:///m.db", "postgresql://u@h/db", "http://127.0.0.1:9", "databricks",

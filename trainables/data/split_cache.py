@@ -55,7 +55,7 @@ def digest(fields: dict[str, Any]) -> str:
         h.update(name.encode())
         if isinstance(value, torch.Tensor):
             h.update(repr((value.dtype, tuple(value.shape))).encode())
-            h.update(value.contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(value.contiguous().view(torch.uint8).numpy().data)  # its buffer, no copy
         else:
             h.update(repr(value).encode())
     return h.hexdigest()
