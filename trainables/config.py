@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,9 +17,19 @@ class DatasetConfig(SpecModel):
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     test_fraction: float = Field(default=0.15, gt=0, lt=1)
     split_seed: int = 0
-    # cardio only: an explicit file, and the checksum it must have (null skips the check).
+    # cardio only: an explicit file, and the checksum it must have (cardio's by default; null
+    # skips the check).
     path: str | None = None
-    sha256: str | None = CARDIO_SHA256
+    sha256: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cardio_checksum(cls, data: Any) -> Any:
+        """Cardio's checksum unless the spec says otherwise ("null" too): only an absent key
+        takes it, and only for cardio, so a digits spec does not show a file's checksum."""
+        if isinstance(data, dict) and data.get("name") == "cardio" and "sha256" not in data:
+            return {**data, "sha256": CARDIO_SHA256}
+        return data
 
     @field_validator("path")
     @classmethod
@@ -34,12 +44,14 @@ class DatasetConfig(SpecModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        if self.path is not None and self.name != "cardio":
-            raise RuleError(
-                "path",
-                "`dataset.path` is read for the cardio set only, but got "
-                f"(name={self.name!r}, path={self.path!r})",
-            )
+        for field in ("path", "sha256"):
+            value = getattr(self, field)
+            if value is not None and self.name != "cardio":
+                raise RuleError(
+                    field,
+                    f"`dataset.{field}` is read for the cardio set only, but got "
+                    f"(name={self.name!r}, {field}={value!r})",
+                )
         if not self.val_fraction + self.test_fraction < 0.9:
             raise RuleError(
                 "test_fraction",

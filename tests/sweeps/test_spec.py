@@ -11,6 +11,7 @@ from sweeps.errors import SpecError
 from sweeps.preflight import check_storage, storage_path
 from sweeps.spec import SweepSpec, apply_overrides, load_spec, parse_override
 from sweeps.tracking import resolve_uri
+from trainables import CARDIO_SHA256
 
 # (overrides, field path the message must start with, words it must contain)
 INVALID: list[tuple[list[str], str, str]] = [
@@ -182,6 +183,14 @@ def test_a_relative_data_path_is_the_drivers_and_the_checksum_any_case(
     spec = load_spec("cardio_clr", ["dataset.path=data/cardio.csv", f"dataset.sha256={sha}"])
     assert spec.dataset.path == str(tmp_path / "data" / "cardio.csv")
     assert spec.dataset.sha256 == sha.lower()
+
+
+def test_only_cardio_takes_a_checksum_by_default() -> None:
+    # digits' dry run and spec artifact showed cardio's file checksum.
+    assert load_spec("digits_lr").dataset.sha256 is None
+    assert load_spec("cardio_clr").dataset.sha256 == CARDIO_SHA256
+    assert load_spec("cardio_clr", ["dataset.sha256=null"]).dataset.sha256 is None
+    assert load_spec("cardio_clr", ["dataset.name=digits"]).dataset.sha256 is None
 
 
 def test_storage_is_made_absolute_unless_a_uri(
