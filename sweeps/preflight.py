@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from sweeps.errors import SweepsError, redact
 from sweeps.spec import SweepSpec
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
 
 def check_inputs(
     spec: SweepSpec,
@@ -39,8 +41,10 @@ def check_inputs(
         raise SweepsError(f"${COMPILE_ENV}: must be one of {COMPILE_MODES}, but got {mode!r}")
     if storage or not resume:
         check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     check_not_file_store(uri)
+    if resume:  # opening a missing sqlite store would leave an empty one behind
+        check_sqlite_exists(uri)
     check_sqlite(uri)
     check_server(uri)
     given = ray_address(address)
@@ -140,6 +144,16 @@ def check_not_file_store(uri: str) -> None:
             f"--tracking-uri: {redact(uri)!r} must be a database or server URI (sqlite:///PATH, "
             "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses "
             "(use e.g. sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true)"
+        )
+
+
+def check_sqlite_exists(uri: str) -> None:
+    """A sqlite store read from (a report, a resume) must exist: opening one creates it."""
+    path = sqlite_file(uri)
+    if path is not None and not path.is_file():
+        raise SweepsError(
+            f"--tracking-uri: the sqlite store {str(path)!r} must exist, but it does not (run "
+            "this where the sweep ran, or pass its --tracking-uri)"
         )
 
 

@@ -33,10 +33,9 @@ from sweeps.outbox import (
     patience_from_env,
     quick_http,
 )
-from sweeps.preflight import check_server, sqlite_file
+from sweeps.preflight import DEFAULT_TRACKING_URI, check_server, check_sqlite_exists, sqlite_file
 from sweeps.spec import SweepSpec
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "lr", "epoch_seconds")
 _PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
@@ -72,12 +71,10 @@ def check_store(client: MlflowClient, uri: str) -> None:
 def open_existing_store(uri: str) -> MlflowClient:
     """A client of the store a sweep logged to, for reading: a sqlite file must exist already
     (opening one creates it), and a server must answer."""
-    path = sqlite_file(uri)
-    if path is not None and not path.is_file():
-        raise TrackingError(
-            f"--tracking-uri: the sqlite store {str(path)!r} must exist, but it does not (run "
-            "this where the sweep ran, or pass its --tracking-uri)"
-        )
+    try:
+        check_sqlite_exists(uri)
+    except SweepsError as exc:
+        raise TrackingError(str(exc)) from None
     check_server(uri)
     client = open_client(uri)
     check_store(client, uri)

@@ -173,20 +173,27 @@ def test_the_inputs_are_checked_before_ray(
         assert needle in line, line
 
 
+REPORT = ["sweeps.report", "cardio_clr"]
+
+
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
-        ([], ["--tracking-uri", "mlflow.db' must exist, but it does not"]),
-        (["--tracking-uri", "http://127.0.0.1:9"], ["'http://127.0.0.1:9' must be reachable"]),
-        (["--tracking-uri", "foo://x"], ["'foo://x' must be a URI MLflow supports"]),
+        (REPORT, ["--tracking-uri", "mlflow.db' must exist, but it does not"]),
+        (
+            [*REPORT, "--tracking-uri", "http://127.0.0.1:9"],
+            ["'http://127.0.0.1:9' must be reachable"],
+        ),
+        ([*REPORT, "--tracking-uri", "foo://x"], ["'foo://x' must be a URI MLflow supports"]),
+        (["sweeps.run", "digits_lr", "--resume"], ["--tracking-uri", "mlflow.db' must exist"]),
     ],
-    ids=["no-store-here", "server-unreachable", "scheme"],
+    ids=["no-store-here", "server-unreachable", "scheme", "resume-no-store-here"],
 )
-def test_the_report_of_a_store_that_is_not_there_exits_2(
+def test_reading_a_store_that_is_not_there_exits_2(
     tmp_path: Path, argv: list[str], needles: list[str]
 ) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeps.report", "cardio_clr", *argv], cwd=tmp_path,
+        [sys.executable, "-m", *argv], cwd=tmp_path,
         env={**os.environ, "MLFLOW_TRACKING_URI": ""}, capture_output=True, text=True,
         timeout=120, check=False,
     )  # fmt: skip
