@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 from typing import Any, NoReturn, get_args
 
@@ -22,6 +23,15 @@ _CREDENTIALS = re.compile(r"(?<=://)([^/@\s]+)@")
 def redact(uri: str) -> str:
     """The URI with any ``user:password@`` replaced, for console output and params."""
     return _CREDENTIALS.sub("***@", uri)
+
+
+def uri_named(message: str, tracking_uri: str | None) -> str:
+    """``message`` naming $MLFLOW_TRACKING_URI, not --tracking-uri, where the variable gave the
+    store: the option was not passed (``tracking_uri`` None) and the message blames the option."""
+    flag = "--tracking-uri:"
+    if tracking_uri is None and os.environ.get("MLFLOW_TRACKING_URI") and message.startswith(flag):
+        return "$MLFLOW_TRACKING_URI:" + message.removeprefix(flag)
+    return message
 
 
 EXIT_USER_ERROR = 2

@@ -40,7 +40,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
-from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, format_validation_error
+from sweeps.errors import (
+    EXIT_USER_ERROR,
+    OneLineParser,
+    SweepsError,
+    format_validation_error,
+    uri_named,
+)
 from sweeps.preflight import check_device, check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
@@ -779,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RangeTestError as exc:
         return _fail(err, f"{_flag(exc.field)}: {exc.rule}")
     except (SweepsError, DataError) as exc:
-        return _fail(err, str(exc))
+        return _fail(err, uri_named(str(exc), args.tracking_uri))
     except ValidationError as exc:
         return _fail(err, format_validation_error(exc))
     except KeyboardInterrupt:

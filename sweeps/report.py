@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from sweeps import plots, stats
-from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact
+from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact, uri_named
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, open_existing_store, resolve_uri
 from trainables import TrialConfig
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{(exc.strerror or str(exc)).lower()}"
             ) from None
     except SweepsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {uri_named(str(exc), args.tracking_uri)}", file=sys.stderr)
         return 2
     print(report.table())
     print(f"\n{report.headline}")

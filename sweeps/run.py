@@ -24,6 +24,7 @@ from sweeps.errors import (
     SweepInterrupted,
     SweepsError,
     format_validation_error,
+    uri_named,
 )
 from sweeps.preflight import check_inputs
 from sweeps.registry import describe
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_NO_RESULT
         return 0
     except (SweepsError, DataError) as exc:
-        return _fail(err, str(exc))
+        return _fail(err, uri_named(str(exc), args.tracking_uri))
     except ValidationError as exc:
         return _fail(err, format_validation_error(exc))
     except SweepInterrupted as exc:

@@ -203,6 +203,21 @@ def test_reading_a_store_that_is_not_there_exits_2(
     assert list(tmp_path.iterdir()) == []  # no store made where there was none
 
 
+@pytest.mark.parametrize("module", ["sweeps.run", "sweeps.report", "sweeps.lr_find"])
+def test_a_store_from_the_environment_is_named_as_such(tmp_path: Path, module: str) -> None:
+    # The error blamed --tracking-uri, which the user had not passed.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    cmd = [sys.executable, "-m", module, "digits_lr"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: $MLFLOW_TRACKING_URI: the MLflow store"), proc.stderr
+    given = subprocess.run(
+        [*cmd, "--tracking-uri", "http://127.0.0.1:9"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert given.stderr.startswith("error: --tracking-uri: the MLflow store"), given.stderr
+
+
 @pytest.mark.parametrize(
     "argv",
     [
