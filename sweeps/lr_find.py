@@ -711,7 +711,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lr", type=float, default=d.min_lr, help=f"first rate ({d.min_lr:g})")
     p.add_argument("--max-lr", type=float, default=d.max_lr, help=f"last rate ({d.max_lr:g})")
     p.add_argument("--steps", type=int, default=d.steps, help=f"batches ({d.steps})")
-    p.add_argument("--mode", choices=get_args(Mode), default=d.mode, help="rate spacing (exp)")
+    p.add_argument(
+        "--mode",
+        choices=get_args(Mode),
+        default=d.mode,
+        help="rate spacing (exp): exp gives each decade as many batches; linear spends most "
+        "batches at the top of the range, so over a wide range the net has trained less by each "
+        "rate and the suggestions come out higher (meant for a narrow --min-lr..--max-lr)",
+    )
     p.add_argument("--smoothing", type=float, default=d.smoothing, help=f"EMA β ({d.smoothing})")
     p.add_argument(
         "--stop-factor",
