@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
+from search_spaces import FAMILIES
 from sweeps import plots, stats
 from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact, uri_named
 from sweeps.spec import SweepSpec
@@ -189,6 +191,14 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
     return runs[0]
 
 
+def trial_params(run: Run) -> dict[str, str]:
+    """A trial run's params; those a killed driver never sent (older versions' resumes did not
+    restore them) from its ``sweeps.config`` tag, which its creation wrote."""
+    config = json.loads(run.data.tags.get("sweeps.config", "{}"))
+    known = FAMILIES[run.data.tags["sweeps.family"]].params if config else ()
+    return {**{k: str(config[k]) for k in known if k in config}, **run.data.params}
+
+
 def collect(client: MlflowClient, parent: Run) -> ReportData:
     with tempfile.TemporaryDirectory() as d:
         path = client.download_artifacts(parent.info.run_id, "spec.yaml", d)
@@ -204,7 +214,7 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
             name=r.info.run_name or "",
             family=r.data.tags["sweeps.family"],
             status=r.data.tags.get("sweeps.status", "failed"),
-            params=dict(r.data.params),
+            params=trial_params(r),
             val_acc=r.data.metrics.get("final_val_acc", float("nan")),
             epochs=int(r.data.metrics.get("epochs_used", 0)),
             error=r.data.tags.get("sweeps.error", ""),

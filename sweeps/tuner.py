@@ -11,7 +11,7 @@ import pickle
 import re
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,6 +317,14 @@ class FamilyRuns:
                 self.tracker.log_epoch(run_id, row)
                 self.logged[run_id] = epoch
 
+    def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial run's MLflow params: its family's sampled values, and the step size in
+        iterations as torch's schedulers take it."""
+        params = {k: v for k, v in config.items() if k in FAMILIES[self.family].params}
+        if "step_size_epochs" in params:
+            params["step_size_iters"] = params["step_size_epochs"] * self.iters_per_epoch
+        return {"family": self.family, **params, "iters_per_epoch": self.iters_per_epoch}
+
     def adopt(self, saved: set[str]) -> None:
         """Resume: take over this family's trial runs from MLflow, as the crashed driver left
         them. Ended runs count towards the outcome; open ones continue when Tune resumes them.
@@ -335,6 +343,11 @@ class FamilyRuns:
                 continue
             self.runs[trial_id] = (name, run.info.run_id)
             self.logged[run.info.run_id] = self.tracker.last_step(run.info.run_id)
+            # A driver killed between a run's creation and its params' write left it without.
+            config = json.loads(run.data.tags.get("sweeps.config", "{}"))
+            lost = {k: v for k, v in self.params(config).items() if k not in run.data.params}
+            if lost:
+                self.tracker.log_params(run.info.run_id, lost)
             status = run.data.tags.get("sweeps.status")
             if run.info.status == "RUNNING" or status is None:
                 self.tracker.reopen_child(run)
@@ -348,7 +361,6 @@ class FamilyRuns:
                     "epoch": m["epochs_used"],
                     "time_total_s": m.get("train_seconds", 0.0),
                 }
-            config = json.loads(run.data.tags.get("sweeps.config", "{}"))
             self.outcome.add(name, run.info.run_id, status, config, last)
             self.progress.trial_restored(self.family, status, last[METRIC] if last else None)
 
@@ -414,16 +426,12 @@ class TrialLogger(tune.Callback):
             return
         live.numbered += 1
         name = f"{live.family}-{live.numbered:03d}"
-        params = {k: v for k, v in trial.config.items() if k in FAMILIES[live.family].params}
         tags = {
             "sweeps.family": live.family,
             "sweeps.trial_id": trial.trial_id,
             "sweeps.config": json.dumps(dict(trial.config)),  # typed, for a resumed driver
         }
-        if "step_size_epochs" in params:
-            params["step_size_iters"] = params["step_size_epochs"] * live.iters_per_epoch
-        params["iters_per_epoch"] = live.iters_per_epoch
-        run_id = live.tracker.start_child(name, "trial", tags, {"family": live.family, **params})
+        run_id = live.tracker.start_child(name, "trial", tags, live.params(trial.config))
         live.runs[trial.trial_id] = (name, run_id)
 
     def on_trial_result(

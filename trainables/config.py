@@ -27,8 +27,13 @@ class DatasetConfig(SpecModel):
     def _cardio_checksum(cls, data: Any) -> Any:
         """Cardio's checksum unless the spec says otherwise ("null" too): only an absent key
         takes it, and only for cardio, so a digits spec does not show a file's checksum."""
-        if isinstance(data, dict) and data.get("name") == "cardio" and "sha256" not in data:
+        if not isinstance(data, dict):
+            return data
+        if data.get("name") == "cardio" and "sha256" not in data:
             return {**data, "sha256": CARDIO_SHA256}
+        if data.get("name") != "cardio" and str(data.get("sha256")).lower() == CARDIO_SHA256:
+            # Earlier versions gave every dataset cardio's: their spec.yaml artifacts still hold it.
+            return {**data, "sha256": None}
         return data
 
     @field_validator("path")

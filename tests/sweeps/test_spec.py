@@ -191,6 +191,8 @@ def test_only_cardio_takes_a_checksum_by_default() -> None:
     assert load_spec("cardio_clr").dataset.sha256 == CARDIO_SHA256
     assert load_spec("cardio_clr", ["dataset.sha256=null"]).dataset.sha256 is None
     assert load_spec("cardio_clr", ["dataset.name=digits"]).dataset.sha256 is None
+    old = load_spec("digits_lr", [f"dataset.sha256={CARDIO_SHA256}"])  # earlier spec.yaml files
+    assert old.dataset.sha256 is None and old == load_spec("digits_lr")
 
 
 def test_storage_is_made_absolute_unless_a_uri(

@@ -24,6 +24,7 @@ from rich.console import Console
 from search_spaces import define_by_run
 from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
+from sweeps.report import trial_params
 from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, HISTORY_FILE
@@ -295,6 +296,31 @@ def test_a_trial_that_ended_after_rays_last_save_is_discarded_not_counted_twice(
     finally:
         _LIVE.pop("k")
     assert live.runs["t9"][0] == "fixed-004"
+
+
+def test_a_run_whose_params_the_killed_driver_never_sent_gets_them_on_resume(
+    fixed_sweep: SweepTracker,
+) -> None:
+    # The run's creation reached MLflow, its params' write did not: the report then failed on
+    # the missing base_lr, for good.
+    tracker = fixed_sweep
+    config = {"family": "fixed", "base_lr": 0.02, "seed": 0}
+    tags = {"sweeps.family": "fixed", "sweeps.trial_id": "t1", "sweeps.config": json.dumps(config)}
+    run_id = tracker.start_child("fixed-001", "trial", tags, {})
+    assert tracker.outbox.flush()
+    client = MlflowClient(tracker.uri)
+    assert client.get_run(run_id).data.params == {}
+    # A store an older version left so: the report takes the rate from the run's config tag.
+    assert trial_params(client.get_run(run_id)) == {"base_lr": "0.02"}
+    live = FamilyRuns(tracker, "fixed", 10, SweepProgress({"fixed": 1}, Console(quiet=True)),
+                      FamilyOutcome("fixed"))  # fmt: skip
+    live.adopt({"t1"})
+    assert tracker.outbox.flush()
+    assert client.get_run(run_id).data.params == {
+        "family": "fixed", "base_lr": "0.02", "iters_per_epoch": "10"
+    }  # fmt: skip
+    live.adopt({"t1"})  # a second resume finds them all and logs nothing
+    assert tracker.outbox.flush()
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
