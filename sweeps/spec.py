@@ -262,7 +262,14 @@ def validate(data: dict[str, Any]) -> SweepSpec:
 
 def load_spec(name_or_path: str, overrides: list[str] | None = None) -> SweepSpec:
     """A built-in sweep name or a YAML file, with overrides applied, validated."""
-    from sweeps.registry import resolve
+    from sweeps.registry import SPECS_DIR, resolve
 
-    data = read_yaml(resolve(name_or_path))
+    path = resolve(name_or_path)
+    data = read_yaml(path)
+    if path.parent == SPECS_DIR and data.get("name") != path.stem:
+        # --list and the CLI know a built-in sweep by its file's name, MLflow by this one.
+        raise SpecError(
+            f"name: a built-in sweep's name must be its file's ({path.stem!r}, from "
+            f"sweeps/specs/{path.name}), but got {data.get('name')!r}"
+        )
     return validate(apply_overrides(data, list(overrides or [])))

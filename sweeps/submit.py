@@ -16,6 +16,7 @@ import shlex
 import shutil
 import socket
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -243,50 +244,116 @@ class WorkingDir:
 
 
 @contextmanager
-def working_dir(sweep: str, root: Path = PROJECT_ROOT) -> Iterator[WorkingDir]:
+def working_dir(
+    sweep: str, root: Path = PROJECT_ROOT, extra: Sequence[Path] = ()
+) -> Iterator[WorkingDir]:
     """The project root when everything the job needs is in it, else a temporary copy.
 
     A built-in name, or a spec file inside the project that Ray uploads, runs from the project
-    root as it is. A spec file from elsewhere (or an installed, non-checkout sweeps) gets a
-    temporary directory with the project's uploadable files plus the spec under
-    ``_submitted_specs/``: one self-contained working_dir, so the entrypoint names the spec by a
-    relative path and nothing depends on where Ray unpacks a second package. It lives until
-    ``submit_job`` has uploaded it.
+    root as it is. A spec file from elsewhere, ``extra`` modules or packages (the spec's own
+    trainable: ``trainable_modules``), or an installed, non-checkout sweeps get a temporary
+    directory with the project's uploadable files, the extras at its top (where the job's
+    driver and workers import from), and the spec under ``_submitted_specs/``: one
+    self-contained working_dir, so the entrypoint names the spec by a relative path and nothing
+    depends on where Ray unpacks a second package. It lives until ``submit_job`` has uploaded it.
     """
     spec_file = None if sweep in builtin_names() else Path(sweep).expanduser().resolve()
     if is_checkout(root):
         sources = [(root / rel, rel) for rel in upload_files(root)]
         uploaded = {rel for _, rel in sources}
-        if spec_file is None:
+        if spec_file is None and not extra:
             yield _described(root, sweep, sources)
             return
-        if spec_file.is_relative_to(root) and spec_file.relative_to(root) in uploaded:
-            yield _described(root, spec_file.relative_to(root).as_posix(), sources)
+        inside = None
+        if spec_file is not None and spec_file.is_relative_to(root):
+            inside = spec_file.relative_to(root)
+        if inside is not None and inside in uploaded and not extra:
+            yield _described(root, inside.as_posix(), sources)
             return
     else:
         sources = _installed_files()
+    for path in extra:
+        # Import names at the working_dir's top: a folder's, a module file's stem.
+        taken = {
+            Path(rel.parts[0]).stem if len(rel.parts) == 1 else rel.parts[0] for _, rel in sources
+        }
+        name = path.stem if path.is_file() else path.name
+        if name in taken:
+            raise SweepsError(
+                f"trainable: its module {str(path)!r} must not share its name with a top-level "
+                f"entry of the project, which the job imports from the same folder, but "
+                f"{name!r} does"
+            )
+        files = [path] if path.is_file() else [f for f in sorted(path.rglob("*")) if f.is_file()]
+        sources += [
+            (f, Path(path.name) / f.relative_to(path) if path.is_dir() else Path(path.name))
+            for f in files
+            if "__pycache__" not in f.parts
+        ]
     with tempfile.TemporaryDirectory(prefix="sweeps-submit-") as tmp:
         stage = Path(tmp)
         for src, rel in sources:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, stage / rel)
         arg = sweep
+        # What must reach the job: (its path there, what the error names it)
+        needed = [
+            (Path(p.name) / "__init__.py" if p.is_dir() else Path(p.name), f"trainable {str(p)!r}")
+            for p in extra
+        ]
         if spec_file is not None:
             rel = Path(STAGED_SPECS) / spec_file.name
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(spec_file, stage / rel)
-            if rel not in upload_files(stage):
-                raise SweepsError(
-                    f"spec file {sweep!r}: must not match an ignore rule of the upload "
-                    f"(.gitignore, .rayignore or sweeps.submit.EXCLUDES), but {rel} does"
-                )
+            needed.append((rel, f"spec file {sweep!r}"))
             arg = rel.as_posix()
             sources.append((spec_file, rel))
+        kept = set(upload_files(stage))
+        for rel, what in needed:
+            if rel not in kept:
+                raise SweepsError(
+                    f"{what}: must not match an ignore rule of the upload (.gitignore, .rayignore "
+                    f"or sweeps.submit.EXCLUDES), but {rel} does"
+                )
         yield _described(stage, arg, sources)
 
 
 def _described(path: Path, spec_arg: str, sources: list[tuple[Path, Path]]) -> WorkingDir:
     return WorkingDir(path, spec_arg, len(sources), sum(src.stat().st_size for src, _ in sources))
+
+
+def trainable_modules(entry: str | None, root: Path = PROJECT_ROOT) -> list[Path]:
+    """The spec's own trainable when the upload lacks it: its top-level package (a folder) or
+    module (a .py file) as this machine imports it, to travel in the working_dir. None for one
+    inside the project checkout (uploaded with it), an installed one (the nodes need it
+    installed, as torch), or one this machine cannot import (then the cluster may have it)."""
+    if entry is None:
+        return []
+    top = entry.partition(":")[0].split(".")[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return []
+    if found is None:
+        return []
+    if found.submodule_search_locations is not None:
+        places = list(found.submodule_search_locations)
+        if len(places) != 1:  # a namespace package spread over folders: nothing to pick
+            return []
+        path = Path(places[0])
+    elif found.origin and found.origin.endswith(".py"):
+        path = Path(found.origin)
+    else:  # built in, or compiled
+        return []
+    path = path.resolve()
+    installed = {Path(p).resolve() for p in (sysconfig.get_paths()["purelib"],
+                                             sysconfig.get_paths()["platlib"],
+                                             sysconfig.get_paths()["stdlib"])}  # fmt: skip
+    if any(path.is_relative_to(d) for d in installed):
+        return []
+    if is_checkout(root) and path.is_relative_to(root.resolve()):
+        return []
+    return [path]
 
 
 def job_env(tracking_uri: str | None, extra: Sequence[str]) -> dict[str, str]:
@@ -451,7 +518,8 @@ def submit(args: argparse.Namespace, address: str, err: TextIO) -> tuple[JobSubm
     spec = load_spec(args.sweep, args.overrides)  # a typo fails here, before any upload
     env = job_env(args.tracking_uri, args.env)
     client = connect(address)
-    with working_dir(args.sweep) as wd:
+    shipped = trainable_modules(spec.trainable)
+    with working_dir(args.sweep, extra=shipped) as wd:
         command = entrypoint(wd.spec_arg, args)
         print(
             f"uploading {wd.path} as the job's working_dir ({wd.files} files, "
@@ -462,6 +530,8 @@ def submit(args: argparse.Namespace, address: str, err: TextIO) -> tuple[JobSubm
             print("warning: that is large; list big files in .rayignore", file=err)
         for line in lost_output_warnings(env, spec, args.storage):
             print(line, file=err)
+        for path in shipped:
+            print(f"uploading {path} too: it holds the spec's trainable", file=err)
         try:
             job_id = client.submit_job(
                 entrypoint=command,

@@ -481,20 +481,31 @@ def test_submit_runs_a_sweep_as_a_ray_job(
     uri = mlflow_store(tmp_path / "mlflow.db")
     common = ["--address", dash, "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
 
-    # A spec file from outside the project, submitted and followed: the job's log streams here,
-    # the exit code is the job's outcome.
+    # A spec file from outside the project, with its own trainable from outside it too (which
+    # the cluster lacked: ModuleNotFoundError on every node), submitted and followed: the job's
+    # log streams here, the exit code is the job's outcome.
     spec_file = tmp_path / "elsewhere" / "tiny_digits.yaml"
     spec_file.parent.mkdir()
-    spec = load_spec("digits_lr", [*TINY, "name=tiny_digits", "tracking.experiment=tiny_digits"])
-    spec_file.write_text(spec.to_yaml())
+    user_code = tmp_path / "user_code"
+    user_code.mkdir()
+    (user_code / "user_fit.py").write_text(
+        "from trainables import train_loop\n\n"
+        "def fit(config, report, checkpoint=None):\n"
+        "    return train_loop(config, report, checkpoint)\n"
+    )
+    sets = [*TINY, "name=tiny_digits", "tracking.experiment=tiny_digits", "trainable=user_fit:fit"]
+    spec_file.write_text(load_spec("digits_lr", sets).to_yaml())
     proc = run(
-        cli("sweeps.submit", str(spec_file), *common, "--max-concurrent", "2"), env, tmp_path
+        cli("sweeps.submit", str(spec_file), *common, "--max-concurrent", "2"),
+        {**env, "PYTHONPATH": os.pathsep.join([str(user_code), env.get("PYTHONPATH", "")])},
+        tmp_path,
     )
     logs = ray_cluster.logs() + list((ray_cluster.temp_dir / "session_latest/logs").glob("job-*"))
     assert proc.returncode == 0, proc.stderr[-4000:] + "\n".join(map(tail, logs))
     job_id = job_id_of(proc.stderr)
     assert job_id.startswith("tiny_digits-")
     assert "python -m sweeps.run _submitted_specs/tiny_digits.yaml" in proc.stderr
+    assert f"uploading {user_code / 'user_fit.py'} too" in proc.stderr
     assert f"job {job_id} SUCCEEDED" in proc.stderr
     assert f"dashboard: {dash}/#/jobs/{job_id}" in proc.stderr
     assert "best trial per family" in proc.stdout and "verdict: " in proc.stdout

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError
 from sweeps.spec import load_spec
+from sweeps.submit import trainable_modules, working_dir
 from trainables import train_loop
 
 USER_MODULE = """
@@ -196,3 +197,35 @@ def test_a_trainable_that_breaks_the_report_contract_fails_its_trials_not_the_sw
     else:
         assert all(r.data.metrics["final_val_acc"] == 0.0 for r in trials)
         assert all(r.data.metrics["epochs_used"] == 1 for r in trials)  # ended at once
+
+
+def test_a_trainable_from_outside_the_project_travels_with_a_submitted_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job's nodes lacked it: every trial failed with ModuleNotFoundError.
+    fit = "def fit(config, report, checkpoint=None):\n    pass\n"
+    (tmp_path / "solo.py").write_text(fit)
+    pkg = tmp_path / "mypkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__pycache__").mkdir()
+    for f, text in (("__init__.py", ""), ("sub/__init__.py", ""), ("sub/train.py", fit),
+                    ("__pycache__/x.pyc", "")):  # fmt: skip
+        (pkg / f).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert trainable_modules("solo:fit") == [(tmp_path / "solo.py").resolve()]
+    assert trainable_modules("mypkg.sub.train:fit") == [pkg.resolve()]
+    # Inside the project (uploaded anyway), installed, standard library, or not importable here.
+    for entry in (None, "trainables.train_loop:train_loop", "torch.nn:Module", "json:loads",
+                  "no_such_module_here:fit"):  # fmt: skip
+        assert trainable_modules(entry) == [], entry
+
+    with working_dir("digits_lr", extra=[pkg, tmp_path / "solo.py"]) as wd:
+        assert wd.spec_arg == "digits_lr" and (wd.path / "sweeps" / "run.py").is_file()
+        assert (wd.path / "mypkg" / "sub" / "train.py").read_text() == fit
+        assert (wd.path / "solo.py").is_file() and not (wd.path / "mypkg" / "__pycache__").exists()
+    (tmp_path / "docs.py").write_text(fit)
+    with (
+        pytest.raises(SweepsError, match=r"must not share its name with a top-level entry"),
+        working_dir("digits_lr", extra=[tmp_path / "docs.py"]),
+    ):
+        pass

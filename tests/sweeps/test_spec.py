@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps import registry
 from sweeps.errors import SpecError
 from sweeps.preflight import check_storage, storage_path
 from sweeps.spec import SweepSpec, apply_overrides, load_spec, parse_override
@@ -183,6 +184,20 @@ def test_a_relative_data_path_is_the_drivers_and_the_checksum_any_case(
     spec = load_spec("cardio_clr", ["dataset.path=data/cardio.csv", f"dataset.sha256={sha}"])
     assert spec.dataset.path == str(tmp_path / "data" / "cardio.csv")
     assert spec.dataset.sha256 == sha.lower()
+
+
+def test_a_built_in_sweeps_name_must_be_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "run mine" silently ran a sweep named my_sweep, and "run my_sweep" said there is none.
+    text = (registry.SPECS_DIR / "digits_lr.yaml").read_text()
+    (tmp_path / "mine.yaml").write_text(text.replace("name: digits_lr", "name: my_sweep"))
+    monkeypatch.setattr(registry, "SPECS_DIR", tmp_path)
+    rule = r"^name: a built-in sweep's name must be its file's \('mine', from sweeps/specs/mine"
+    with pytest.raises(SpecError, match=rule + r"\.yaml\), but got 'my_sweep'$"):
+        load_spec("mine")
+    (tmp_path / "my_sweep.yaml").write_text((tmp_path / "mine.yaml").read_text())
+    assert load_spec("my_sweep").name == "my_sweep"
 
 
 def test_only_cardio_takes_a_checksum_by_default() -> None:
