@@ -23,10 +23,13 @@ default 300 s); what is still unsent is then saved to a JSON file that
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -34,13 +37,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import OneLineParser, SweepsError, first_line, redact
-from sweeps.preflight import check_not_file_store
+from sweeps.preflight import check_not_file_store, sqlite_file
 
 PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
 DEFAULT_PATIENCE = 300.0  # seconds the end of a sweep waits for a store that is down
@@ -104,19 +109,51 @@ def patience_from_env() -> float:
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
+@contextlib.contextmanager
+def _one_creator(uri: str) -> Iterator[None]:
+    """Held while a client opens a sqlite store, where opening creates and migrates it: two
+    sweeps starting at once on a new file each ran the migrations and could leave it
+    half-migrated for good. The lock file lives in the temp folder, not beside the store."""
+    path = sqlite_file(uri)
+    if path is None:
+        yield
+        return
+    digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"sweeps-store-{digest}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
 def open_client(uri: str) -> MlflowClient:
-    """An MlflowClient for ``uri``; an unsupported scheme fails here, before any request."""
+    """An MlflowClient for ``uri`` (a database store is created or migrated here); an
+    unsupported scheme or a store that cannot be opened fails here, before any request."""
     try:
         check_not_file_store(uri)  # MLflow's own refusal runs to 600 characters
     except SweepsError as exc:
         raise TrackingError(str(exc)) from None
-    try:
-        return MlflowClient(tracking_uri=uri)
-    except Exception as exc:  # MLflow raises several types for a URI it cannot use
+    engine = urlsplit(uri).scheme.partition("+")[0]
+    for attempt in (1, 2):
+        try:
+            with _one_creator(uri):
+                return MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # MLflow raises several types for a URI it cannot use
+            error = exc
+            # Another sweep migrating the same new database: it is done by the second try.
+            if engine not in DATABASE_ENGINES or engine == "sqlite" or attempt == 2:
+                break
+            time.sleep(2.0)
+    if engine in (*DATABASE_ENGINES, "http", "https", "databricks"):
+        hint = ""
+        if isinstance(error, ModuleNotFoundError):
+            hint = " (its database driver is missing: pip install -e '.[postgres]')"
         raise TrackingError(
-            f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
-            f"postgresql://, http(s)://), but {first_line(exc)}"
+            f"--tracking-uri: the MLflow store {redact(uri)!r} must open, but "
+            f"{first_line(error)}{hint}"
         ) from None
+    raise TrackingError(
+        f"--tracking-uri: {redact(uri)!r} must be a URI MLflow supports (sqlite:///, "
+        f"postgresql://, http(s)://), but {first_line(error)}"
+    ) from None
 
 
 def now_ms() -> int:

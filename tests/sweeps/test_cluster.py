@@ -606,9 +606,12 @@ def test_submit_user_errors_exit_2_before_anything_is_uploaded(
 
 
 # -- an MLflow server on PostgreSQL ---------------------------------------------------------------
-def with_psycopg2(uri: str) -> str:
-    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the postgres extra has psycopg2."""
-    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", uri)
+def with_driver(uri: str, driver: str = "") -> str:
+    """``uri`` as ``postgresql+DRIVER://``, or a plain ``postgresql://`` (SQLAlchemy 2.1: psycopg
+    3). The postgres extra installs psycopg 3 and psycopg2, which docker/compose.yaml names."""
+    return re.sub(
+        r"^postgres(ql)?(\+\w+)?://", f"postgresql{'+' + driver if driver else ''}://", uri
+    )
 
 
 def pg_bindir() -> Path | None:
@@ -628,7 +631,7 @@ def postgres_uri() -> Iterator[str]:
     """$SWEEPS_TEST_PG_URI (CI starts one), else a PostgreSQL of our own on 127.0.0.1."""
     given = os.environ.get("SWEEPS_TEST_PG_URI")
     if given:
-        yield with_psycopg2(given)
+        yield with_driver(given)
         return
     bindir = pg_bindir()
     tools = {n: bindir / n if bindir else None for n in ("initdb", "pg_ctl", "createdb")}
@@ -660,7 +663,7 @@ def postgres_uri() -> Iterator[str]:
            f"-c listen_addresses=127.0.0.1 -p {port} -k {base}", "start")  # fmt: skip
         started = True
         pg(str(tools["createdb"]), "-h", "127.0.0.1", "-p", str(port), "-U", "sweeps", "mlflow")
-        yield f"postgresql+psycopg2://sweeps@127.0.0.1:{port}/mlflow"
+        yield f"postgresql://sweeps@127.0.0.1:{port}/mlflow"
     finally:
         if started:
             pg(str(tools["pg_ctl"]), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop",
@@ -721,7 +724,7 @@ def test_a_sweep_logs_to_an_mlflow_server_on_postgres(tmp_path: Path, postgres_u
         assert "| fixed |" in md.read_text()
         # The server proxied the artifacts into its destination, and the runs are in PostgreSQL.
         assert list(artifacts.rglob("report.md"))
-        engine = sqlalchemy.create_engine(postgres_uri)
+        engine = sqlalchemy.create_engine(with_driver(postgres_uri, "psycopg2"))  # the other driver
         try:
             with engine.connect() as conn:
                 n = conn.execute(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import pickle
 import secrets
+import sqlite3
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -508,3 +510,23 @@ def test_mlflow_server_stopped_and_restarted_mid_sweep_loses_nothing(
         print(f"sweep {seconds:.0f} s; {in_outage} epochs reported while the store was down")
     finally:
         server.stop()
+
+
+def test_sweeps_opening_one_new_sqlite_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # Each ran MLflow's migrations on the new file: most failed, and some left it half-migrated
+    # for good ("Online migration expected to match one row").
+    code = (
+        "import sys\n"
+        "from sweeps.outbox import open_client\n"
+        "from sweeps.tracking import check_store\n"
+        "check_store(open_client(sys.argv[1]), sys.argv[1])\n"
+    )
+    db = tmp_path / "new.db"
+    argv = [sys.executable, "-c", code, f"sqlite:///{db}"]
+    procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    with sqlite3.connect(db) as con:
+        tmp = con.execute("select name from sqlite_master where name like '_alembic_tmp%'")
+        assert tmp.fetchall() == []
+        assert con.execute("select count(*) from experiments").fetchone() == (1,)  # Default
