@@ -8,6 +8,7 @@ delays the writes, in order, but neither stalls Tune nor loses them.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -46,6 +47,41 @@ def resolve_uri(cli_value: str | None) -> str:
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     path = sqlite_file(uri)  # made absolute, so that the printed `mlflow ui` works anywhere
     return f"sqlite:///{path.absolute()}" if path is not None else uri
+
+
+DRIVER_TAG = "sweeps.driver"  # "HOST PID START": the process that runs the sweep now
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time since boot (Linux's /proc; '' elsewhere): tells a live driver
+    from a later process that took its id."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else ""
+
+
+def driver_id() -> str:
+    return f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid())}".strip()
+
+
+def live_driver(tag: str | None) -> int | None:
+    """The id of the process ``tag`` (a ``DRIVER_TAG`` value) names, if it runs on this machine
+    still; None when it has ended, or runs elsewhere (which cannot be told from here)."""
+    host, pid, started = [*(tag or "").split(), "", "", ""][:3]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    if started and _process_start(int(pid)) != started:
+        return None
+    return int(pid)
 
 
 def preload_store(uri: str) -> None:
@@ -159,6 +195,7 @@ class SweepTracker:
             "sweeps.role": "sweep",
             "sweeps.name": self.spec.name,
             "sweeps.spec_hash": self.spec.spec_hash(),
+            DRIVER_TAG: driver_id(),
             **(extra_tags or {}),
         }
         commit = git_commit()
@@ -314,6 +351,14 @@ class SweepTracker:
                 f"none{self._why_none(exp.experiment_id if exp is not None else None)}"
             )
         run = runs[0]
+        pid = live_driver(run.data.tags.get(DRIVER_TAG))
+        if pid is not None and run.info.status == "RUNNING":
+            # Two drivers would run one sweep: twice the trials, mixed runs and reports.
+            raise SweepsError(
+                f"--resume: sweep run {run.info.run_id} must have stopped, but its driver "
+                f"(process {pid} on this machine) still runs it; wait for it to end, or stop it "
+                "(Ctrl-C) and resume then"
+            )
         saved = run.data.tags.get("sweeps.storage")
         where = storage or saved
         if not where:
@@ -356,7 +401,7 @@ class SweepTracker:
         self.experiment_id = run.info.experiment_id
         resumes = int(run.data.tags.get("sweeps.resumes", "0")) + 1
         self.client.update_run(parent_id, status="RUNNING")
-        self.set_tags(parent_id, {"sweeps.resumes": str(resumes)})
+        self.set_tags(parent_id, {"sweeps.resumes": str(resumes), DRIVER_TAG: driver_id()})
 
     def reopen_child(self, run: Run) -> None:
         """Resume: a nested run the interrupted driver left open goes on. RUNNING again (Ctrl-C

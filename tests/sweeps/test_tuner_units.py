@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
 from sweeps.report import trial_params
 from sweeps.spec import load_spec
-from sweeps.tracking import SweepTracker
+from sweeps.tracking import DRIVER_TAG, SweepTracker, _process_start
 from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
     _LIVE,
@@ -321,6 +323,26 @@ def test_a_run_whose_params_the_killed_driver_never_sent_gets_them_on_resume(
     }  # fmt: skip
     live.adopt({"t1"})  # a second resume finds them all and logs nothing
     assert tracker.outbox.flush()
+
+
+def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
+    tmp_path: Path, fixed_sweep: SweepTracker
+) -> None:
+    # Both drivers ran the one sweep: twice the trials and re-evaluations, a mixed-up report.
+    tracker = fixed_sweep
+    driver = subprocess.Popen(["sleep", "60"])
+    try:
+        tag = f"{socket.gethostname()} {driver.pid} {_process_start(driver.pid)}".strip()
+        tracker.set_tags(tracker.parent_id, {DRIVER_TAG: tag})
+        assert tracker.outbox.flush()
+        again = SweepTracker(tracker.uri, tracker.spec)
+        rule = rf"^--resume: sweep run {tracker.parent_id} must have stopped, but its driver"
+        with pytest.raises(SweepsError, match=rf"{rule} \(process {driver.pid} on this"):
+            again.find_resumable(str(tmp_path))
+    finally:
+        driver.kill()
+        driver.wait()
+    assert again.find_resumable(str(tmp_path)) == (tracker.parent_id, str(tmp_path))
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
