@@ -129,17 +129,22 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(path)
 
 
-def check_not_file_store(uri: str) -> None:
-    """MLflow 3 refuses a file store (a plain path, file:) unless told to allow it."""
-    if not uri or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
-        return
-    if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's own names for those stores
-        return
+def is_file_store(uri: str) -> bool:
+    """A plain path or file: URI, which MLflow 3 refuses unless told to allow it."""
+    if not uri or uri in ("databricks", "databricks-uc", "uc"):  # MLflow's names for those
+        return False
     try:
         scheme = urlsplit(uri).scheme
     except ValueError:  # malformed: check_server says how
+        return False
+    return bool(re.match(r"^[A-Za-z]:[\\/]", uri)) or scheme in ("", "file")  # C:\ reads as c
+
+
+def check_not_file_store(uri: str) -> None:
+    """MLflow 3 refuses a file store unless told to allow it."""
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
         return
-    if re.match(r"^[A-Za-z]:[\\/]", uri) or scheme in ("", "file"):  # C:\ reads as scheme c
+    if is_file_store(uri):
         raise SweepsError(
             f"--tracking-uri: {redact(uri)!r} must be a database or server URI (sqlite:///PATH, "
             "postgresql://..., http(s)://...), but it is a file store, which MLflow 3 refuses "

@@ -473,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-id", help="the sweep's parent run (default: the latest)")
     p.add_argument(
         "--out", type=Path,
-        help="folder for report.md, report.html and the PNGs (default: report-<run id>)",
+        help="folder for report.md, report.html and the PNGs (default: report-<the run id's first "
+        "8 characters>)",
     )  # fmt: skip
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                    "else sqlite mlflow.db in the working directory)")  # fmt: skip

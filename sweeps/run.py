@@ -26,7 +26,7 @@ from sweeps.errors import (
     format_validation_error,
     uri_named,
 )
-from sweeps.preflight import check_inputs
+from sweeps.preflight import check_inputs, check_not_file_store
 from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = load_spec(args.sweep, args.overrides)
         if args.dry_run:
             load_trainable(spec.trainable)
+            check_not_file_store(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
             dry_run(spec, out)
             return 0
         check_inputs(spec, args.address, args.tracking_uri, args.storage, args.resume)

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -34,7 +35,13 @@ from sweeps.outbox import (
     patience_from_env,
     quick_http,
 )
-from sweeps.preflight import DEFAULT_TRACKING_URI, check_server, check_sqlite_exists, sqlite_file
+from sweeps.preflight import (
+    DEFAULT_TRACKING_URI,
+    check_server,
+    check_sqlite_exists,
+    is_file_store,
+    sqlite_file,
+)
 from sweeps.spec import SweepSpec
 
 TRIAL_STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
@@ -121,7 +128,10 @@ def ui_hint(uri: str) -> str:
     """What a user types (or opens) to see the runs."""
     if uri.startswith(("http://", "https://")):
         return f"open {redact(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {redact(uri)}"
+    command = f"mlflow ui --backend-store-uri {redact(uri)}"
+    if is_file_store(uri):  # mlflow ui refuses it too, unless told
+        return f"MLFLOW_ALLOW_FILE_STORE=true {command}"
+    return command
 
 
 def git_commit() -> str | None:
@@ -190,7 +200,15 @@ class SweepTracker:
         client = self.client
         name = self.spec.tracking.experiment
         exp = client.get_experiment_by_name(name)
-        self.experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        if exp is None:
+            try:
+                self.experiment_id = client.create_experiment(name)
+            except MlflowException:  # another sweep created it meanwhile
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp is not None:
+            self.experiment_id = exp.experiment_id
         tags = {
             "sweeps.role": "sweep",
             "sweeps.name": self.spec.name,

@@ -93,6 +93,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      ["search.max_lr", "must be finite", "high=inf"]),
     ("data-path-not-cardio", ["digits_lr", "--set", "dataset.path=x.csv"],
      ["dataset.path", "cardio set only", "name='digits'"]),
+    ("dry-run-file-store", ["digits_lr", "--dry-run", "--tracking-uri", "./mlruns"],
+     ["--tracking-uri", "'./mlruns'", "it is a file store"]),
     ("data-checksum-not-cardio", ["digits_lr", "--set", "dataset.sha256=abc"],
      ["dataset.sha256", "cardio set only", "sha256='abc'"]),
     ("storage-file", ["digits_lr", "--storage", "bad.yaml", *TINY],

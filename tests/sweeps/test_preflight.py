@@ -21,6 +21,7 @@ from sweeps.preflight import (
     speaks_http,
 )
 from sweeps.spec import load_spec
+from sweeps.tracking import ui_hint
 
 
 def closed_port() -> int:
@@ -177,6 +178,9 @@ def test_a_file_store_is_refused_before_ray_unless_mlflow_is_told_to_allow_it(
         open_client(uri)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_not_file_store(uri)
+    # The command a sweep prints to see its runs: `mlflow ui` refuses a file store as well.
+    assert ui_hint(uri) == f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}"
+    assert ui_hint("sqlite:///m.db") == "mlflow ui --backend-store-uri sqlite:///m.db"
     for other in ("", "sqlite:///m.db", "postgresql://u@h/db", "http://127.0.0.1:9", "databricks",
                   "uc:databricks", "http://[::1"):  # fmt: skip
         monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")

@@ -345,6 +345,28 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
     assert again.find_resumable(str(tmp_path)) == (tracker.parent_id, str(tmp_path))
 
 
+def test_a_sweep_starts_when_another_creates_its_experiment_first(
+    tmp_path: Path, mlflow_store: Callable[[Path], str]
+) -> None:
+    # Two sweeps starting on a new experiment: the one that lost the race to create it raised
+    # MLflow's "already exists" with a traceback.
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    tracker = SweepTracker(uri, load_spec("digits_lr"))
+    theirs = MlflowClient(uri).create_experiment("digits_lr")  # created after our lookup
+    looked_up = [False]
+    lookup = tracker.client.get_experiment_by_name
+
+    def stale_first(name: str) -> Any:
+        if not looked_up[0]:
+            looked_up[0] = True
+            return None
+        return lookup(name)
+
+    tracker.client.get_experiment_by_name = stale_first  # type: ignore[method-assign]
+    tracker.start()
+    assert tracker.experiment_id == theirs
+
+
 def test_families_are_complete_once_every_trial_has_started() -> None:
     p = SweepProgress({"a": 2, "b": 2}, Console(quiet=True))
     p.trial_started("a")
