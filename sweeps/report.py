@@ -29,7 +29,13 @@ from search_spaces import FAMILIES
 from sweeps import plots, stats
 from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact, uri_named
 from sweeps.spec import SweepSpec
-from sweeps.tracking import TRIAL_STATUSES, open_existing_store, resolve_uri
+from sweeps.tracking import (
+    DRIVER_TAG,
+    TRIAL_STATUSES,
+    live_driver,
+    open_existing_store,
+    resolve_uri,
+)
 from trainables import TrialConfig
 from trainables.lr_schedules import schedule_rates
 
@@ -483,6 +489,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         client = open_existing_store(uri)
         parent = find_sweep_run(client, args.experiment, args.run_id)
+        pid = live_driver(parent.data.tags.get(DRIVER_TAG))
+        if parent.info.status == "RUNNING" and pid is not None:
+            raise SweepsError(
+                f"run {parent.info.run_id}: the sweep must have ended to be reported on, but its "
+                f"driver (process {pid} on this machine) still runs it; it logs the report when "
+                "it ends"
+            )
+        if parent.info.status != "FINISHED":
+            print(
+                f"warning: sweep run {parent.info.run_id} is {parent.info.status}, not FINISHED: "
+                "the runs it left unfinished count as failed here (--resume finishes it)",
+                file=sys.stderr,
+            )
         report = analyse(collect(client, parent))
         out = args.out or Path(f"report-{parent.info.run_id[:8]}")
         try:

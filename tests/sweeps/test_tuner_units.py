@@ -26,6 +26,7 @@ from rich.console import Console
 from search_spaces import define_by_run
 from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
+from sweeps.report import main as report_main
 from sweeps.report import trial_params
 from sweeps.spec import load_spec
 from sweeps.tracking import DRIVER_TAG, SweepTracker, _process_start
@@ -326,7 +327,7 @@ def test_a_run_whose_params_the_killed_driver_never_sent_gets_them_on_resume(
 
 
 def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
-    tmp_path: Path, fixed_sweep: SweepTracker
+    tmp_path: Path, fixed_sweep: SweepTracker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Both drivers ran the one sweep: twice the trials and re-evaluations, a mixed-up report.
     tracker = fixed_sweep
@@ -339,6 +340,9 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
         rule = rf"^--resume: sweep run {tracker.parent_id} must have stopped, but its driver"
         with pytest.raises(SweepsError, match=rf"{rule} \(process {driver.pid} on this"):
             again.find_resumable(str(tmp_path))
+        # Nor is a report made of it: the running trials would count as failed.
+        assert report_main(["digits_lr", "--tracking-uri", tracker.uri]) == 2
+        assert "the sweep must have ended to be reported on" in capsys.readouterr().err
     finally:
         driver.kill()
         driver.wait()
