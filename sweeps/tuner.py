@@ -40,7 +40,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FAMILIES, define_by_run, study_seed
-from sweeps.errors import SweepsError
+from sweeps.errors import SweepsError, first_line
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
@@ -608,6 +608,19 @@ def _tune_takes_sigint() -> bool:
     return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
 
 
+def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
+    """Resume: the ids of the trials Ray's saved experiment holds, and its restored Tuner."""
+    try:
+        saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
+        return saved, tune.Tuner.restore(path, trainable, resume_unfinished=True)
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # torn by a full disk
+        raise SweepsError(
+            f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
+            f"{type(exc).__name__}: {first_line(exc)}; the search cannot go on from it, so "
+            "start the sweep afresh (without --resume)"
+        ) from None
+
+
 def run_search(
     spec: SweepSpec,
     *,
@@ -655,10 +668,9 @@ def run_search(
     restoring = resume and tune.Tuner.can_restore(path)
     searcher = None
     if restoring:
-        saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
+        saved, tuner = restore(path, trainable)
         for live in families.values():
             live.adopt(saved)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
         if resume:  # Ray saved nothing of this search: it starts afresh, so drop its runs
             for run in tracker.children("trial"):
@@ -693,7 +705,15 @@ def run_search(
         q.setLevel(logging.CRITICAL)
     try:
         with ctrl_c_ends_the_sweep(), trial_actors_without_runtime_env():
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                # Ray's own files: a full or read-only storage ends the search so.
+                raise SweepsError(
+                    f"storage: Ray's storage {storage!r} must take the search's state and "
+                    f"checkpoints, but {type(exc).__name__}: {first_line(exc)}; free space "
+                    "there (or pass --storage), then --resume"
+                ) from None
         if restoring:
             _reconcile(families, grid)
     finally:

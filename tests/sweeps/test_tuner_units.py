@@ -42,6 +42,7 @@ from sweeps.tuner import (
     capacity,
     ctrl_c_ends_the_sweep,
     make_scheduler,
+    restore,
     trial_status,
 )
 
@@ -369,6 +370,16 @@ def test_a_sweep_starts_when_another_creates_its_experiment_first(
     tracker.client.get_experiment_by_name = stale_first  # type: ignore[method-assign]
     tracker.start()
     assert tracker.experiment_id == theirs
+
+
+def test_a_resume_of_a_torn_ray_state_is_one_line(tmp_path: Path) -> None:
+    # A full disk tore Ray's experiment state mid-write: --resume gave a JSONDecodeError
+    # traceback.
+    torn = '{"trial_data": [["{\\"trial_id\\": \\"ab'
+    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(torn)
+    with pytest.raises(SweepsError, match=r"^--resume: Ray's saved state of the search in .* must "
+                       r"be readable, but JSONDecodeError: .*start the sweep afresh"):  # fmt: skip
+        restore(str(tmp_path), lambda config: None)
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
