@@ -107,6 +107,9 @@ def patience_from_env() -> float:
 # MLflow prints "View run ... at" and "View experiment at" whenever a run on an http store ends:
 # two lines per trial on the sweep's console. The user's own setting wins.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# A database store that fails a write (a full disk, say) logs its traceback at every retry, 29
+# of them in one audit's outage; the error also reaches the outbox, which says it in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 @contextlib.contextmanager
