@@ -57,6 +57,7 @@ class SweepResult:
     report: Report | None = None
     search_seconds: float = 0.0  # parent run start to the search's end (no re-evaluation)
     wall_seconds: float = 0.0
+    resumed: bool = False  # then both count from this resume, not the parent run's start
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
     else:
         parent = tracker.start({"sweeps.storage": storage})
     tracker.outbox.start_sender()  # trials' results no longer wait for MLflow's writes
-    result = SweepResult(parent, uri, storage)
+    result = SweepResult(parent, uri, storage, resumed=bool(resumed))
     experiment = experiment_name(spec, parent)
     status = "FAILED"
     reeval: Reevaluation | None = None
@@ -316,7 +317,8 @@ def print_summary(result: SweepResult, console: Console) -> None:
         )
     console.print(f"see them: {ui_hint(result.tracking_uri)}", highlight=False)
     console.print(
-        f"wall time: {result.wall_seconds:.0f} s since the parent run started (Ray's and "
-        "MLflow's start before it not counted)",
+        f"wall time: {result.wall_seconds:.0f} s since the parent run "
+        f"{'was resumed' if result.resumed else 'started'} (Ray's and MLflow's start before it "
+        "not counted)",
         highlight=False,
     )

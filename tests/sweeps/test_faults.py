@@ -124,6 +124,7 @@ def resume_to_the_end(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed" in resumed.stderr
+    assert "s since the parent run was resumed" in resumed.stdout  # not since it started
 
     client = MlflowClient(uri(tmp))
     runs = all_runs(client)
