@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -117,14 +116,22 @@ def _one_creator(uri: str) -> Iterator[None]:
     """Held while a client opens a sqlite store, where opening creates and migrates it: two
     sweeps starting at once on a new file each ran the migrations and could leave it
     half-migrated for good. The lock file lives in the temp folder, not beside the store."""
-    path = sqlite_file(uri)
-    if path is None:
+    if sqlite_file(uri) is None:
         yield
         return
-    digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"sweeps-store-{digest}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+    # One for every store on the machine, not one file per store left behind: an open takes
+    # well under a second, so unrelated sweeps waiting on each other lose little.
+    lock = Path(tempfile.gettempdir()) / "sweeps-sqlite-open.lock"
+    try:  # read-only suffices for flock: another user's lock file serves as well
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:  # no lock to be had: open unguarded, as before
         yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+    finally:
+        os.close(fd)
 
 
 def open_client(uri: str) -> MlflowClient:
