@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -608,6 +609,29 @@ def _tune_takes_sigint() -> bool:
     return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
 
 
+# Below this a storage counts as full: Ray's state files and checkpoints need a few MiB.
+STORAGE_FLOOR_BYTES = 8 * 2**20
+
+
+def storage_trouble(storage: str) -> str | None:
+    """Why a local storage cannot take Ray's files (read-only, nearly full), or None. A URI's
+    storage cannot be looked at from here, so an error while writing to it is taken as its."""
+    if "://" in storage:
+        return "failed a write"
+    path = Path(storage)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY or not os.access(path, os.W_OK):
+            return "is read-only"
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        return f"cannot be looked at ({first_line(exc)})"
+    if free < STORAGE_FLOOR_BYTES:
+        return f"is full ({free / 2**20:.1f} MiB free)"
+    return None
+
+
 def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
     """Resume: the ids of the trials Ray's saved experiment holds, and its restored Tuner."""
     try:
@@ -708,11 +732,15 @@ def run_search(
             try:
                 grid = tuner.fit()
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                # Ray's own files: a full or read-only storage ends the search so.
+                # Ray's own files: a full or read-only storage ends the search so. Any other
+                # such error is not the user's to fix here, so its traceback stays.
+                trouble = storage_trouble(storage)
+                if trouble is None:
+                    raise
                 raise SweepsError(
                     f"storage: Ray's storage {storage!r} must take the search's state and "
-                    f"checkpoints, but {type(exc).__name__}: {first_line(exc)}; free space "
-                    "there (or pass --storage), then --resume"
+                    f"checkpoints, but it {trouble} ({type(exc).__name__}: {first_line(exc)}); "
+                    "free space there (or pass --storage), then --resume"
                 ) from None
         if restoring:
             _reconcile(families, grid)

@@ -43,6 +43,7 @@ from sweeps.tuner import (
     ctrl_c_ends_the_sweep,
     make_scheduler,
     restore,
+    storage_trouble,
     trial_status,
 )
 
@@ -483,3 +484,15 @@ def test_a_resume_that_finds_nothing_says_what_the_store_holds(
         info.value
     )
     assert SweepTracker(uri, other.spec).find_resumable(None)[0] == other_id
+
+
+def test_storage_trouble_names_a_full_or_read_only_storage_and_passes_a_healthy_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder the sweep has not made yet is judged by the nearest one that exists.
+    assert storage_trouble(str(tmp_path / "not" / "yet")) is None
+    assert storage_trouble("s3://bucket/sweeps") == "failed a write"
+    monkeypatch.setattr("sweeps.tuner.shutil.disk_usage", lambda p: SimpleNamespace(free=2**20))
+    assert storage_trouble(str(tmp_path)) == "is full (1.0 MiB free)"
+    monkeypatch.setattr("sweeps.tuner.os.access", lambda p, mode: False)
+    assert storage_trouble(str(tmp_path)) == "is read-only"
