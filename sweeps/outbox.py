@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
@@ -250,12 +250,6 @@ def plan(writes: Sequence[Write]) -> list[list[Write]]:
     return groups
 
 
-# What an Outbox does not pickle: the connection, locks, threads and per-process bookkeeping.
-_LIVE = frozenset(
-    {"client", "_lock", "_queue_lock", "_delivered", "say", "_sender", "_wake", "_stop", "_failed"}
-)
-
-
 class Outbox:
     """The in-order queue of MLflow writes of one driver; see the module docstring."""
 
@@ -280,29 +274,9 @@ class Outbox:
         self._next_try = 0.0
         self._lock = threading.RLock()  # one sender at a time
         self._queue_lock = threading.Lock()  # the queue's changes, against a sender's snapshot
-        # ids of the queued writes the store has taken in this drain pass (off the queue at its
-        # end): a pickled outbox must not send them again.
-        self._delivered: set[int] = set()
         self._sender: threading.Thread | None = None
         self._wake, self._stop = threading.Event(), threading.Event()
         self._failed: TrackingError | None = None  # a refusal the sender thread met
-
-    # Ray pickles the run config (callbacks included) for Tuner.restore: no client, lock or printer.
-    def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in _LIVE}
-        with self._queue_lock:
-            state["queue"] = deque(w for w in self.queue if id(w) not in self._delivered)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self._lock, self._queue_lock = threading.RLock(), threading.Lock()
-        self._delivered = set()
-        self.say = _stderr
-        self.down_since, self._next_try = None, 0.0  # monotonic times mean nothing elsewhere
-        self._sender, self._failed = None, None
-        self._wake, self._stop = threading.Event(), threading.Event()
 
     # -- sending from a thread ----------------------------------------------------------------
     def start_sender(self) -> None:
@@ -368,7 +342,7 @@ class Outbox:
             while self.queue:
                 with self._queue_lock:
                     pending = list(self.queue)
-                done = self._delivered  # the writes done with, taken off the queue below
+                done: set[int] = set()  # ids of the writes done with, off the queue below
                 try:
                     for group in plan(pending):
                         try:
@@ -385,7 +359,6 @@ class Outbox:
                         kept = [w for w in self.queue if id(w) not in done]
                         self.queue.clear()
                         self.queue.extend(kept)
-                        done.clear()
             if self.down_since is not None:
                 self.say(
                     f"the MLflow store {redact(self.uri)!r} is back after "

@@ -53,14 +53,6 @@ class SweepProgress:
         self.phase = "search"
         self._live: Live | None = None
 
-    # Ray pickles callbacks with the run config; a restored copy gets a fresh console.
-    def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "console": None, "_live": None}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self.console = Console(stderr=True, soft_wrap=True)
-
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> SweepProgress:
         if self.console.is_terminal:

@@ -49,7 +49,7 @@ class ResourcesSpec(SpecModel):
         if self.gpu < 0:
             raise RuleError(
                 "gpu",
-                f"`gpu > 0` must hold for a GPU share (0 means no GPU), but got (gpu={self.gpu})",
+                f"`gpu >= 0` must hold for a GPU share (0 means no GPU), but got (gpu={self.gpu})",
             )
         if self.gpu > 1 and not float(self.gpu).is_integer():
             raise RuleError(

@@ -176,9 +176,10 @@ def connect(address: str) -> JobSubmissionClient:
 
 # -- what travels to the cluster ----------------------------------------------------------------
 def _ignore_rules(lines: Sequence[str]) -> Any:
-    import pathspec
+    # Ray's own copy of pathspec, which its packer matches with: the same rules, the same files.
+    from ray._private.thirdparty.pathspec import PathSpec
 
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return PathSpec.from_lines("gitwildmatch", lines)
 
 
 def upload_files(root: Path) -> list[Path]:

@@ -8,7 +8,6 @@ down, and starts it again on the same port and store.
 from __future__ import annotations
 
 import json
-import pickle
 import secrets
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from sweeps import outbox
-from sweeps.outbox import RUN_KEY_TAG, Outbox, TrackingError
+from sweeps.outbox import RUN_KEY_TAG, TrackingError
 from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
 from tests.sweeps.test_cluster import (
@@ -196,33 +195,6 @@ def test_finish_does_not_wait_out_the_senders_pause(
     assert client.get_run(tracker.resolve(run)).info.status == "FAILED"  # left open: never RUNNING
 
 
-def test_an_outbox_pickled_mid_drain_does_not_hold_what_the_store_took(
-    tracker: SweepTracker,
-) -> None:
-    """Ray pickles the callbacks (the outbox with them) for Tuner.restore; sent writes leave the
-    queue only at the end of a drain pass, so the pickle must leave them out itself."""
-    fc = flaky(tracker)
-    a = tracker.start_child("fixed-001", "trial", {"sweeps.family": "fixed"}, {})
-    b = tracker.start_child("fixed-002", "trial", {"sweeps.family": "fixed"}, {})
-    fc.down = True
-    for n in (1, 2):
-        tracker.log_epoch(a, epoch(n))
-        tracker.log_epoch(b, epoch(n))
-    copies: list[Outbox] = []
-
-    def pickle_on_second_call(name: str) -> None:
-        if name == "log_batch" and fc.calls >= 2 and not copies:  # a's call went through
-            copies.append(pickle.loads(pickle.dumps(tracker.outbox)))
-
-    fc.refuse = pickle_on_second_call  # type: ignore[assignment]
-    fc.down = False
-    fc.calls = 0
-    assert tracker.outbox.drain(force=True) and not tracker.outbox.queue
-    assert len(copies) == 1
-    # a's two results were delivered; b's, in flight, may not have been.
-    assert [(w.run_id, w.metrics[0][3]) for w in copies[0].queue] == [(b, 1), (b, 2)]
-
-
 def test_plan_groups_each_runs_log_batches_up_to_the_next_other_write() -> None:
     def batch(run: str, n: int = 5, params: int = 0, tag: str = "") -> outbox.Write:
         return outbox.Write(
@@ -340,17 +312,6 @@ def test_a_sweep_that_ended_early_on_a_dead_store_is_told_to_resume_after_the_re
     assert str(exc.value).endswith(
         ", then run the sweep's command again with --resume to finish it"
     )
-
-
-def test_an_outbox_with_queued_writes_survives_pickling(tracker: SweepTracker) -> None:
-    flaky(tracker).down = True
-    run_id = tracker.start_child("fixed-001", "trial", {}, {"a": 1})
-    tracker.log_epoch(run_id, epoch(1))
-    copy = pickle.loads(pickle.dumps(tracker.outbox))  # Ray pickles callbacks for restore
-    assert isinstance(copy, Outbox) and len(copy.queue) == 3
-    assert copy.flush()
-    run = real_client(tracker).get_run(copy.resolve(run_id))
-    assert run.data.params == {"a": "1"} and run.data.metrics["val_acc"] == epoch(1)["val_acc"]
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
