@@ -6,9 +6,10 @@ import argparse
 import difflib
 import os
 import re
-from typing import Any, NoReturn, get_args
+from typing import Any, NoReturn, TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
+from rich.console import Console
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -35,6 +36,16 @@ def uri_named(message: str, tracking_uri: str | None) -> str:
 
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+
+def fail(out: Console | TextIO, message: str) -> int:
+    """Print ``error: message`` as one unwrapped, unstyled line; the user-error exit code."""
+    if isinstance(out, Console):
+        out.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        print(f"error: {message}", file=out)
+    return EXIT_USER_ERROR
 
 
 class OneLineParser(argparse.ArgumentParser):

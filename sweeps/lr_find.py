@@ -41,9 +41,10 @@ from torch.optim.lr_scheduler import ExponentialLR, LinearLR, LRScheduler
 
 from search_spaces import FloatRange
 from sweeps.errors import (
-    EXIT_USER_ERROR,
+    EXIT_INTERRUPTED,
     OneLineParser,
     SweepsError,
+    fail,
     format_validation_error,
     uri_named,
 )
@@ -51,6 +52,7 @@ from sweeps.preflight import check_device, check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
     SweepTracker,
+    experiment_id,
     git_commit,
     redact,
     resolve_uri,
@@ -615,11 +617,6 @@ def plot_range_test(result: RangeTest, path: str | Path, title: str = "LR range 
 # -- MLflow -------------------------------------------------------------------------------------
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    return str(exp.experiment_id) if exp else str(client.create_experiment(name))
-
-
 def _step_metrics(result: RangeTest, now: int) -> list[Metric]:
     out: list[Metric] = []
     for step, (lr, raw, sm) in enumerate(
@@ -651,7 +648,7 @@ def log_range_test(
     exp_id = ""
     if isinstance(tracking, SweepTracker):
         exp_id = tracking.experiment_id
-    exp_id = exp_id or _experiment_id(client, spec.tracking.experiment)
+    exp_id = exp_id or experiment_id(client, spec.tracking.experiment)
     name = f"{spec.name}-lr_find"
     tags = {
         MLFLOW_RUN_NAME: name,
@@ -763,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seed,
         )
     except RangeTestError as exc:
-        return _fail(err, f"{_flag(exc.field)}: {exc.rule}")
+        return fail(err, f"{_flag(exc.field)}: {exc.rule}")
     try:
         spec = load_spec(args.sweep, args.overrides)
         if spec.trainable is not None:
@@ -790,14 +787,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = range_test(spec, **settings.params(), progress=show)
         run_id = log_range_test(tracker, result, spec, parent_run_id=None)
     except RangeTestError as exc:
-        return _fail(err, f"{_flag(exc.field)}: {exc.rule}")
+        return fail(err, f"{_flag(exc.field)}: {exc.rule}")
     except (SweepsError, DataError) as exc:
-        return _fail(err, uri_named(str(exc), args.tracking_uri))
+        return fail(err, uri_named(str(exc), args.tracking_uri))
     except ValidationError as exc:
-        return _fail(err, format_validation_error(exc))
+        return fail(err, format_validation_error(exc))
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     _print_result(out, spec, result, run_id, uri)
     return 0
 
@@ -836,11 +833,6 @@ def _print_result(out: Console, spec: SweepSpec, r: RangeTest, run_id: str, uri:
     say(f"derived search ranges: {sets}")
     say(f"mlflow run {run_id} (experiment {spec.tracking.experiment}, {redact(uri)})")
     say(f"  view: {ui_hint(uri)}")
-
-
-def _fail(console: Console, message: str) -> int:
-    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
-    return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

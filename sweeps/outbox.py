@@ -43,7 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
-from sweeps.errors import OneLineParser, SweepsError, first_line, redact
+from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, first_line, redact
 from sweeps.preflight import check_not_file_store, sqlite_file
 
 PATIENCE_ENV = "SWEEPS_MLFLOW_PATIENCE"
@@ -509,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = replay(args.file, args.tracking_uri, args.patience)
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, not JSON, not ours
         if isinstance(exc, KeyError | TypeError):  # JSON, but not the sweep's layout
             why = f"it lacks the sweep's fields ({type(exc).__name__}: {first_line(exc)})"
@@ -520,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"but {why}",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USER_ERROR
     print(f"sent {n} writes from {args.file}")
     return 0
 

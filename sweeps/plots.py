@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from sweeps.tracking import TRIAL_STATUSES
+
 __all__ = [
-    "STATUSES",
     "TrialPoint",
     "accuracy_strip",
     "epochs_used",
@@ -34,7 +35,6 @@ __all__ = [
 PathArg = str | os.PathLike[str]
 
 DPI = 110
-STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
 
 # Fixed colours per known family so that every plot of one report agrees. Red and orange are left
 # out: they mark diverged and collapsed trials in lr_vs_val_acc.
@@ -61,7 +61,7 @@ _STATUS_STYLE: dict[str, tuple[str, str | None, str | None, str]] = {
 @dataclass(frozen=True)
 class TrialPoint:
     """One trial for ``lr_vs_val_acc``: its family, its rate (base_lr, or max_lr for a cyclic
-    family), the val_acc it reached and how it ended (one of ``STATUSES``)."""
+    family), the val_acc it reached and how it ended (one of ``TRIAL_STATUSES``)."""
 
     family: str
     lr: float
@@ -69,9 +69,9 @@ class TrialPoint:
     status: str
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
+        if self.status not in TRIAL_STATUSES:
             raise ValueError(
-                f"`status` must be one of {', '.join(STATUSES)}, but got {self.status!r}"
+                f"`status` must be one of {', '.join(TRIAL_STATUSES)}, but got {self.status!r}"
             )
 
 
@@ -264,7 +264,7 @@ def lr_vs_val_acc(
     order = list(dict.fromkeys(p.family for p in points))
     shown = [p for p in points if math.isfinite(p.val_acc) and math.isfinite(p.lr) and p.lr > 0]
     hidden = len(points) - len(shown)
-    for status in STATUSES:
+    for status in TRIAL_STATUSES:
         group = [p for p in shown if p.status == status]
         if not group:
             continue
@@ -298,7 +298,7 @@ def lr_vs_val_acc(
         if any(p.family == f for p in shown)
     ]
     present = {p.status for p in shown}
-    for status in STATUSES:
+    for status in TRIAL_STATUSES:
         if status not in present:
             continue
         marker, face, edge, label = _STATUS_STYLE[status]

@@ -27,12 +27,20 @@ from pydantic import ValidationError
 
 from search_spaces import FAMILIES
 from sweeps import plots, stats
-from sweeps.errors import OneLineParser, SweepsError, format_validation_error, redact, uri_named
+from sweeps.errors import (
+    EXIT_USER_ERROR,
+    OneLineParser,
+    SweepsError,
+    format_validation_error,
+    redact,
+    uri_named,
+)
 from sweeps.spec import SweepSpec
 from sweeps.tracking import (
     DRIVER_TAG,
     TRIAL_STATUSES,
     live_driver,
+    nested_runs,
     open_existing_store,
     resolve_uri,
 )
@@ -161,12 +169,7 @@ def _p_cell(p: float | None) -> str:
 
 # -- collecting from MLflow -------------------------------------------------------------------
 def _children(client: MlflowClient, run: Run, role: str) -> list[Run]:
-    runs = client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
-        f"and tags.`sweeps.role` = '{role}'",
-        max_results=50_000,
-    )
+    runs = nested_runs(client, run.info.experiment_id, run.info.run_id, role)
     return sorted(runs, key=lambda r: r.info.run_name or "")
 
 
@@ -184,7 +187,10 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
         except Exception:  # MLflow raises its own error types for unknown ids
             raise SweepsError(f"--run-id: run {run_id!r} must exist, but it does not") from None
         if run.data.tags.get("sweeps.role") != "sweep":
-            raise SweepsError(f"--run-id: run {run_id!r} must be a sweep's parent run")
+            raise SweepsError(
+                f"--run-id: run {run_id!r} must be a sweep's parent run, but its sweeps.role is "
+                f"{run.data.tags.get('sweeps.role')!r}"
+            )
         return run
     runs = client.search_runs(
         [exp.experiment_id],
@@ -513,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) from None
     except SweepsError as exc:
         print(f"error: {uri_named(str(exc), args.tracking_uri)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     print(report.table())
     print(f"\n{report.headline}")
     print(f"\nreport written to {out}/report.md and {out}/report.html (from {redact(uri)})")

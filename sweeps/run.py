@@ -19,10 +19,11 @@ from rich.console import Console
 from search_spaces import FAMILIES, define_by_run
 from sweeps.custom import load_trainable
 from sweeps.errors import (
-    EXIT_USER_ERROR,
+    EXIT_INTERRUPTED,
     OneLineParser,
     SweepInterrupted,
     SweepsError,
+    fail,
     format_validation_error,
     uri_named,
 )
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.sweep:
         parser().error("a sweep name or YAML file is required (or --list)")
     if args.max_concurrent is not None and args.max_concurrent < 1:
-        return _fail(err, f"--max-concurrent: `N >= 1` must hold, but got {args.max_concurrent}")
+        return fail(err, f"--max-concurrent: `N >= 1` must hold, but got {args.max_concurrent}")
     try:
         spec = load_spec(args.sweep, args.overrides)
         if args.dry_run:
@@ -160,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_NO_RESULT
         return 0
     except (SweepsError, DataError) as exc:
-        return _fail(err, uri_named(str(exc), args.tracking_uri))
+        return fail(err, uri_named(str(exc), args.tracking_uri))
     except ValidationError as exc:
-        return _fail(err, format_validation_error(exc))
+        return fail(err, format_validation_error(exc))
     except SweepInterrupted as exc:
         err.print(
             f"interrupted: the sweep's MLflow parent run {exc.parent_run_id} is marked KILLED "
@@ -170,10 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             highlight=False,
             markup=False,
         )
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         err.print("interrupted before the sweep's MLflow parent run was created: nothing to resume")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _resume_command(argv: Sequence[str] | None) -> str:
@@ -207,11 +208,6 @@ def start_beside_imports(address: str | None, tracking_uri: str | None) -> bool:
                 ray.shutdown()
             raise
     return started
-
-
-def _fail(console: Console, message: str) -> int:
-    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
-    return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

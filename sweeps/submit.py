@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import ValidationError
 
 from sweeps.errors import (
+    EXIT_INTERRUPTED,
     OneLineParser,
     SweepsError,
+    fail,
     first_line,
     format_validation_error,
     redact,
@@ -41,7 +43,7 @@ from sweeps.spec import SweepSpec, load_spec
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USER_ERROR = 0, 1, 2
+EXIT_OK, EXIT_JOB_FAILED = 0, 1
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sweeps", "search_spaces", "trainables")  # all `python -m sweeps.run` imports
@@ -576,9 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         return follow(client, job_id, out, err)
     except SweepsError as exc:
-        return _fail(err, str(exc))
+        return fail(err, str(exc))
     except ValidationError as exc:
-        return _fail(err, format_validation_error(exc))
+        return fail(err, format_validation_error(exc))
     except KeyboardInterrupt:
         if job_id:
             print(
@@ -586,12 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{address} {job_id}` ends it)",
                 file=err,
             )
-        return 130
-
-
-def _fail(err: TextIO, message: str) -> int:
-    print(f"error: {message}", file=err)
-    return EXIT_USER_ERROR
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """MLflow: the experiment, one parent run per sweep, nested runs per trial, batched logging.
 
 Only the driver talks to MLflow (through ``MlflowClient``), so trials need no tracking credentials.
-Every write goes through an ``Outbox`` (``sweeps/outbox.py``): a store that stops mid-sweep
-delays the writes, in order, but neither stalls Tune nor loses them.
+Nested runs, params, metrics, tags and run ends go through an ``Outbox`` (``sweeps/outbox.py``):
+a store that stops mid-sweep delays them, in order, but neither stalls Tune nor loses them. What
+needs the store at that moment writes directly: the parent run's creation (its id names Ray's
+experiment), artifacts, and the LR range test's run, which ``lr_find`` also writes alone.
 """
 
 from __future__ import annotations
@@ -153,6 +155,35 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the experiment ``name``, created if there is none yet."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:  # another sweep created it meanwhile
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def nested_runs(
+    client: MlflowClient, experiment_id: str, parent: str, role: str, family: str | None = None
+) -> list[Run]:
+    """The live (not deleted) nested runs of ``role`` under run ``parent``, oldest first."""
+    query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`sweeps.role` = '{role}'"
+    if family is not None:
+        query += f" and tags.`sweeps.family` = '{family}'"
+    return client.search_runs(
+        [experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time ASC"],
+        max_results=50_000,  # the most one call returns; no sweep nests that many runs
+    )
+
+
 class SweepTracker:
     """The parent run of one sweep invocation, and its nested runs.
 
@@ -198,17 +229,7 @@ class SweepTracker:
 
     def start(self, extra_tags: Mapping[str, str] | None = None) -> str:
         client = self.client
-        name = self.spec.tracking.experiment
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            try:
-                self.experiment_id = client.create_experiment(name)
-            except MlflowException:  # another sweep created it meanwhile
-                exp = client.get_experiment_by_name(name)
-                if exp is None:
-                    raise
-        if exp is not None:
-            self.experiment_id = exp.experiment_id
+        self.experiment_id = experiment_id(client, self.spec.tracking.experiment)
         tags = {
             "sweeps.role": "sweep",
             "sweeps.name": self.spec.name,
@@ -433,16 +454,7 @@ class SweepTracker:
     ) -> list[Run]:
         """The live (not deleted) nested runs of ``role`` of the parent (this sweep's unless
         ``parent`` is given), oldest first."""
-        parent = parent or self.parent_id
-        query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`sweeps.role` = '{role}'"
-        if family is not None:
-            query += f" and tags.`sweeps.family` = '{family}'"
-        return self.client.search_runs(
-            [self.experiment_id],
-            filter_string=query,
-            order_by=["attributes.start_time ASC"],
-            max_results=50_000,
-        )
+        return nested_runs(self.client, self.experiment_id, parent or self.parent_id, role, family)
 
     def last_step(self, run_id: str, metric: str = "val_acc") -> int:
         history = self.client.get_metric_history(run_id, metric)

@@ -10,12 +10,13 @@ import tempfile
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from ray import tune
 
 from sweeps.custom import load_trainable, trainable_name
+from trainables.train_loop import Status
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"  # the result the checkpoint was taken with
@@ -39,7 +40,8 @@ FAULT_DIR_ENV = "SWEEPS_INJECT_FAULT_DIR"
 
 # What every report must hold (README, "Add your own sweep"), and the statuses it may give.
 REQUIRED = ("epoch", "val_acc", "status")
-STATUSES = ("running", "completed", "diverged", "collapsed")
+STATUSES: tuple[str, ...] = get_args(Status)
+ENDS = tuple(s for s in STATUSES if s != "running")  # a trial's last report gives one of these
 
 
 class InjectedFault(RuntimeError):

@@ -45,20 +45,19 @@ from sweeps.errors import SweepsError, first_line
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import EARLIER, ray_trainable, read_history
+from sweeps.trainable import EARLIER, ENDS, ray_trainable, read_history
 
 METRIC, MODE = "val_acc", "max"
-# Statuses the trainable itself ends with; a last result still "running" was stopped by ASHA.
-_TRAINABLE_ENDS = ("completed", "diverged", "collapsed")
 
 
 def trial_status(last: dict[str, Any] | None, error: bool) -> str:
+    """How a trial ended: failed, else its last report's end; still "running": ASHA stopped it."""
     if error:
         return "failed"
     if last is None:
         return "stopped"
     status = str(last.get("status", "running"))
-    return status if status in _TRAINABLE_ENDS else "stopped"
+    return status if status in ENDS else "stopped"
 
 
 class PrunedAwareOptunaSearch(OptunaSearch):
