@@ -294,15 +294,7 @@ def smooth(losses: Sequence[float] | np.ndarray, beta: float) -> np.ndarray:
 
 def range_test(
     spec: SweepSpec,
-    *,
-    min_lr: float = 1e-5,
-    max_lr: float = 10.0,
-    steps: int = 200,
-    mode: Mode = "exp",
-    smoothing: float = 0.9,
-    stop_factor: float = 4.0,
-    val_every: int = 0,
-    seed: int = 0,
+    settings: RangeTestSettings | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> RangeTest:
     """Run the range test on the spec's dataset, model and optimizer (the sweep's own settings:
@@ -315,7 +307,7 @@ def range_test(
     torch RNG as they were. Raises :class:`RangeTestError` for bad settings or a curve that gives
     no suggestion.
     """
-    cfg = RangeTestSettings(min_lr, max_lr, steps, mode, smoothing, stop_factor, val_every, seed)
+    cfg = settings or RangeTestSettings()
     threads = torch.get_num_threads()
     # As many threads as a trial gets (resources.cpu): more only contend on a small MLP.
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
@@ -784,7 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 markup=False,
             )
 
-        result = range_test(spec, **settings.params(), progress=show)
+        result = range_test(spec, settings, progress=show)
         run_id = log_range_test(tracker, result, spec, parent_run_id=None)
     except RangeTestError as exc:
         return fail(err, f"{_flag(exc.field)}: {exc.rule}")

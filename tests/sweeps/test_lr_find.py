@@ -194,7 +194,7 @@ def test_range_test_validates_before_reading_data(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(lf, "load_dataset", boom)
     with pytest.raises(RangeTestError, match=r"^steps: "):
-        range_test(load_spec("digits_lr"), steps=3)
+        range_test(load_spec("digits_lr"), RangeTestSettings(steps=3))
 
 
 # -- a real run on digits -------------------------------------------------------------------------
@@ -204,17 +204,25 @@ def test_progress_comes_by_the_clock_as_well_as_by_the_quarter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[lf.Progress] = []
-    range_test(load_spec("digits_lr"), min_lr=1e-3, max_lr=3.0, steps=40, progress=seen.append)
+    range_test(
+        load_spec("digits_lr"),
+        RangeTestSettings(min_lr=1e-3, max_lr=3.0, steps=40),
+        progress=seen.append,
+    )
     assert [p.step for p in seen] == [10, 20, 30, 40]
     seen.clear()
     monkeypatch.setattr(lf, "PROGRESS_SECONDS", 0.0)
-    range_test(load_spec("digits_lr"), min_lr=1e-3, max_lr=3.0, steps=40, progress=seen.append)
+    range_test(
+        load_spec("digits_lr"),
+        RangeTestSettings(min_lr=1e-3, max_lr=3.0, steps=40),
+        progress=seen.append,
+    )
     assert [p.step for p in seen] == list(range(1, 41))
 
 
 @pytest.fixture(scope="module")
 def digits_test() -> RangeTest:
-    return range_test(load_spec("digits_lr"), val_every=20)
+    return range_test(load_spec("digits_lr"), RangeTestSettings(val_every=20))
 
 
 @pytest.mark.parametrize(
@@ -274,13 +282,13 @@ def test_range_test_is_seeded_and_leaves_global_state(digits_test: RangeTest) ->
     torch.set_num_threads(threads + 1)
     try:
         rng = torch.get_rng_state()
-        again = range_test(spec, val_every=20)
+        again = range_test(spec, RangeTestSettings(val_every=20))
         assert torch.equal(torch.get_rng_state(), rng)
         assert torch.get_num_threads() == threads + 1
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(again.losses, digits_test.losses)
-    other = range_test(spec, seed=1, steps=20)
+    other = range_test(spec, RangeTestSettings(seed=1, steps=20))
     assert not np.array_equal(other.losses, digits_test.losses[:20])
 
 
@@ -296,7 +304,7 @@ def test_range_test_uses_the_sweeps_optimizer(monkeypatch: pytest.MonkeyPatch) -
     spec = load_spec(
         "digits_lr", ["optimizer.name=sgd", "optimizer.momentum=0.9", "train.batch_size=32"]
     )
-    r = range_test(spec, min_lr=1e-3, max_lr=3.0, steps=40)
+    r = range_test(spec, RangeTestSettings(min_lr=1e-3, max_lr=3.0, steps=40))
     (opt,) = seen
     assert isinstance(opt, torch.optim.SGD)
     assert opt.param_groups[0]["momentum"] == 0.9
@@ -304,7 +312,9 @@ def test_range_test_uses_the_sweeps_optimizer(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_linear_mode_on_digits_rises_linearly() -> None:
-    r = range_test(load_spec("digits_lr"), min_lr=1e-3, max_lr=0.3, steps=60, mode="linear")
+    r = range_test(
+        load_spec("digits_lr"), RangeTestSettings(min_lr=1e-3, max_lr=0.3, steps=60, mode="linear")
+    )
     n = r.steps_run
     np.testing.assert_allclose(r.lrs, 1e-3 + np.arange(n) * (0.3 - 1e-3) / 59, rtol=1e-6)
 
