@@ -6,11 +6,13 @@ The runs are Ray tasks, so they spread over the cluster like the trials did.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
+from search_spaces import FAMILIES
 from sweeps.outbox import now_ms
 from sweeps.progress import TaskProgress
 from sweeps.retrain import retrain
@@ -121,8 +123,7 @@ class Reevaluation:
 
 
 def _log(tracker: SweepTracker, run: ReevalRun, cfg: dict[str, Any]) -> None:
-    keys = ("base_lr", "max_lr", "step_size_epochs", "gamma", "t_mult")
-    params = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+    params = {k: cfg[k] for k in FAMILIES[run.family].params if cfg.get(k) is not None}
     run_id = tracker.start_child(
         f"reeval-{run.family}-{run.rank}-s{run.seed}",
         "reeval",
@@ -130,6 +131,7 @@ def _log(tracker: SweepTracker, run: ReevalRun, cfg: dict[str, Any]) -> None:
             "sweeps.family": run.family,
             "sweeps.rank": str(run.rank),
             "sweeps.seed": str(run.seed),
+            "sweeps.config": json.dumps(params),  # the rates, should their params' write be lost
         },
         {"family": run.family, "seed": run.seed, "epochs": cfg["train"]["epochs"], **params},
         started_ms=now_ms() - round(run.seconds * 1000),  # it is logged once it has ended

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from mlflow.entities import Run
@@ -39,6 +38,7 @@ from sweeps.spec import SweepSpec
 from sweeps.tracking import (
     DRIVER_TAG,
     TRIAL_STATUSES,
+    driver_host,
     live_driver,
     nested_runs,
     open_existing_store,
@@ -203,9 +203,10 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
     return runs[0]
 
 
-def trial_params(run: Run) -> dict[str, str]:
-    """A trial run's params; those a killed driver never sent (older versions' resumes did not
-    restore them) from its ``sweeps.config`` tag, which its creation wrote."""
+def run_params(run: Run) -> dict[str, str]:
+    """A trial's or re-evaluation's run params; those a killed driver never sent (older
+    versions' resumes did not restore them) from its ``sweeps.config`` tag, which its creation
+    wrote."""
     config = json.loads(run.data.tags.get("sweeps.config", "{}"))
     known = FAMILIES[run.data.tags["sweeps.family"]].params if config else ()
     return {**{k: str(config[k]) for k in known if k in config}, **run.data.params}
@@ -226,7 +227,7 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
             name=r.info.run_name or "",
             family=r.data.tags["sweeps.family"],
             status=r.data.tags.get("sweeps.status", "failed"),
-            params=trial_params(r),
+            params=run_params(r),
             val_acc=r.data.metrics.get("final_val_acc", float("nan")),
             epochs=int(r.data.metrics.get("epochs_used", 0)),
             error=r.data.tags.get("sweeps.error", ""),
@@ -240,7 +241,7 @@ def collect(client: MlflowClient, parent: Run) -> ReportData:
             rank=int(r.data.tags["sweeps.rank"]),
             seed=int(r.data.tags["sweeps.seed"]),
             status=r.data.tags.get("sweeps.status", "failed"),
-            params=dict(r.data.params),
+            params=run_params(r),
             test_acc=r.data.metrics.get("test_acc", float("nan")),
             val_acc=[
                 m.value
@@ -327,12 +328,10 @@ def analyse(data: ReportData) -> Report:
 
 
 # -- plots and files ----------------------------------------------------------------------------
-def _lr_curve(spec: SweepSpec, params: dict[str, str], iters: int) -> list[float]:
-    typed: dict[str, Any] = {
-        k: float(v) for k, v in params.items() if k in ("base_lr", "max_lr", "gamma")
-    }
-    typed.update({k: int(v) for k, v in params.items() if k in ("step_size_epochs", "t_mult")})
-    cfg = TrialConfig.model_validate(spec.trial_config({"family": params["family"], **typed}))
+def _lr_curve(spec: SweepSpec, family: str, params: dict[str, str], iters: int) -> list[float]:
+    # MLflow's params are strings; the config's model reads them as the numbers they spell.
+    sampled = {k: params[k] for k in FAMILIES[family].params}
+    cfg = TrialConfig.model_validate(spec.trial_config({"family": family, **sampled}))
     return schedule_rates(cfg, iters)
 
 
@@ -340,10 +339,15 @@ def draw(report: Report, out: Path) -> dict[str, Path]:
     data = report.data
     fams = list(data.spec.families)
     best = {f: [r for r in data.reevals if r.family == f and r.rank == 1] for f in fams}
-    curves = {
-        f: _lr_curve(data.spec, {"family": f, **best[f][0].params}, data.iters_per_epoch)
+    # From a best config's run that has its rates (a killed driver may have lost some params).
+    sources = {
+        f: next((r.params for r in best[f] if set(FAMILIES[f].params) <= set(r.params)), None)
         for f in fams
-        if best[f]
+    }
+    curves = {
+        f: _lr_curve(data.spec, f, params, data.iters_per_epoch)
+        for f, params in sources.items()
+        if params is not None
     }
     points = [
         plots.TrialPoint(t.family, t.peak_lr, t.val_acc, t.status)
@@ -503,9 +507,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "it ends"
             )
         if parent.info.status != "FINISHED":
+            elsewhere = driver_host(parent.data.tags.get(DRIVER_TAG))
+            then = (
+                f"if its driver on {elsewhere} still runs, wait for it; else --resume finishes it"
+                if elsewhere and parent.info.status == "RUNNING"
+                else "--resume finishes it"
+            )
             print(
                 f"warning: sweep run {parent.info.run_id} is {parent.info.status}, not FINISHED: "
-                "the runs it left unfinished count as failed here (--resume finishes it)",
+                f"the runs it left unfinished count as failed here ({then})",
                 file=sys.stderr,
             )
         report = analyse(collect(client, parent))

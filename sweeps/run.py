@@ -32,8 +32,8 @@ from sweeps.registry import describe
 from sweeps.spec import SweepSpec, load_spec
 from trainables import DataError
 
-EXIT_NO_RESULT = 1  # the sweep ran, but without its whole result (every trial, or a
-# re-evaluation run, failed)
+EXIT_NO_RESULT = 1  # the sweep ran, but without its whole result (every trial of a family, or
+# a re-evaluation run, failed)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,11 +141,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if started_ray:
                 ray.shutdown()  # a no-op unless run_sweep failed before its own shutdown
         print_summary(result, out)
-        if result.outcomes and all(o.best_val_acc is None for o in result.outcomes.values()):
+        lost = [f for f, o in result.outcomes.items() if o.best_val_acc is None]
+        if lost and len(lost) == len(result.outcomes):
             err.print(
                 "error: every trial of every family failed, so the sweep has no result (their "
                 "errors are above)",
                 highlight=False,
+            )
+            return EXIT_NO_RESULT
+        if lost:  # the verdict cannot speak for these families
+            err.print(
+                f"error: every trial of {', '.join(lost)} failed, so the verdict leaves "
+                f"{'it' if len(lost) == 1 else 'them'} out (the errors are above); fix the "
+                "cause, then run the sweep again",
+                highlight=False,
+                markup=False,
             )
             return EXIT_NO_RESULT
         failed = [r for r in result.reevals if r.error]

@@ -191,6 +191,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         console.print("building the report from MLflow ...", highlight=False)
         result.report = build_and_log(tracker.client, parent)
         result.wall_seconds = time.monotonic() - t0
+        # This leg's: a leg that was killed never logged its own, so there is no sum to make.
         tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
         # A failed re-evaluation run leaves the sweep to finish: --resume redoes only those.
         status = "FAILED" if any(r.error for r in result.reevals) else "FINISHED"

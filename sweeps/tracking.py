@@ -61,14 +61,20 @@ def resolve_uri(cli_value: str | None) -> str:
 DRIVER_TAG = "sweeps.driver"  # "HOST PID START": the process that runs the sweep now
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time since boot (Linux's /proc; '' elsewhere): tells a live driver
-    from a later process that took its id."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of Linux's /proc/PID/stat after the command name (which may hold spaces):
+    [0] the state, [19] the start time since boot; none where there is no /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        return []
+    return stat.rpartition(")")[2].split()
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time since boot ('' without /proc): tells a live driver from a later
+    process that took its id."""
+    fields = _proc_stat(pid)
     return fields[19] if len(fields) > 19 else ""
 
 
@@ -80,7 +86,10 @@ def live_driver(tag: str | None) -> int | None:
     """The id of the process ``tag`` (a ``DRIVER_TAG`` value) names, if it runs on this machine
     still; None when it has ended, or runs elsewhere (which cannot be told from here)."""
     host, pid, started = [*(tag or "").split(), "", "", ""][:3]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    # A tag no driver wrote (hand-edited, cut short) names no live process.
+    if host != socket.gethostname() or not (pid.isdigit() and 0 < int(pid) < 2**22):
+        return None
+    if int(pid) == os.getpid():
         return None
     try:
         os.kill(int(pid), 0)
@@ -88,9 +97,18 @@ def live_driver(tag: str | None) -> int | None:
         return None
     except PermissionError:  # alive, another user's
         pass
-    if started and _process_start(int(pid)) != started:
+    fields = _proc_stat(int(pid))
+    if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return None
+    if started and (fields[19] if len(fields) > 19 else "") != started:
         return None
     return int(pid)
+
+
+def driver_host(tag: str | None) -> str | None:
+    """The machine a ``DRIVER_TAG`` names, when it is not this one (its driver cannot be seen)."""
+    host = (tag or "").split(" ", 1)[0]
+    return host if host and host != socket.gethostname() else None
 
 
 def preload_store(uri: str) -> None:

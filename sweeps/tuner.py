@@ -3,6 +3,7 @@ under one Tuner whose trial actors are reused across families; resources, storag
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -610,25 +611,81 @@ def _tune_takes_sigint() -> bool:
 
 # Below this a storage counts as full: Ray's state files and checkpoints need a few MiB.
 STORAGE_FLOOR_BYTES = 8 * 2**20
+STORAGE_FLOOR_INODES = 64
+# What an error number says of a storage, and what the user can do about it.
+_FULL = "free space there (or pass --storage)"
+_LOCKED = "make it writable (or pass --storage)"
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("is full", _FULL),
+    errno.EDQUOT: ("is over its quota", _FULL),
+    errno.EROFS: ("is read-only", _LOCKED),
+    errno.EACCES: ("refused a write (permission denied)", _LOCKED),
+}
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")  # pyarrow's OSErrors carry it only in the text
 
 
-def storage_trouble(storage: str) -> str | None:
-    """Why a local storage cannot take Ray's files (read-only, nearly full), or None. A URI's
-    storage cannot be looked at from here, so an error while writing to it is taken as its."""
-    if "://" in storage:
-        return "failed a write"
-    path = Path(storage)
+def _errnos(exc: BaseException) -> Iterator[int]:
+    """The error numbers of ``exc`` and of the exceptions it was raised from or during."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            yield e.errno
+        yield from (int(n) for n in _ERRNO_IN_TEXT.findall(str(e)))
+        e = e.__cause__ or e.__context__
+
+
+def storage_trouble(storage: str, exc: BaseException) -> tuple[str, str] | None:
+    """(what is wrong with the storage, what to do) when ``exc`` came from Ray's storage being
+    full, over quota or read-only; None for any other error, which keeps its traceback. Ray's
+    last error is often an EOFError of a file cut short, so a local storage is also measured."""
+    for n in _errnos(exc):
+        if n in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[n]
+    scheme, sep, rest = storage.partition("://")
+    if sep and scheme != "file":
+        return None  # a remote storage cannot be measured from here
+    path = Path(rest if sep else storage)
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY or not os.access(path, os.W_OK):
-            return "is read-only"
+        fs = os.statvfs(path)
+        if fs.f_flag & os.ST_RDONLY or not os.access(path, os.W_OK):
+            return "is read-only", _LOCKED
         free = shutil.disk_usage(path).free
-    except OSError as exc:
-        return f"cannot be looked at ({first_line(exc)})"
+    except OSError:
+        return None
     if free < STORAGE_FLOOR_BYTES:
-        return f"is full ({free / 2**20:.1f} MiB free)"
+        return f"is full ({free / 2**20:.1f} MiB free)", _FULL
+    if fs.f_files and fs.f_favail < STORAGE_FLOOR_INODES:  # f_files 0: no inode limit
+        return f"is full ({fs.f_favail} inodes free)", _FULL
     return None
+
+
+def storage_error(storage: str, exc: BaseException) -> SweepsError | None:
+    """The one-line error for a search that Ray's storage ended, or None (see storage_trouble)."""
+    trouble = storage_trouble(storage, exc)
+    if trouble is None:
+        return None
+    what, remedy = trouble
+    return SweepsError(
+        f"storage: Ray's storage {storage!r} must take the search's state and checkpoints, but "
+        f"it {what} ({type(exc).__name__}: {first_line(exc)}); {remedy}, then --resume"
+    )
+
+
+@contextmanager
+def storage_errors(storage: str) -> Iterator[None]:
+    """Ray's own files: a full or read-only storage ends the search with one line. Any other
+    such error is not the user's to fix here, so its traceback stays."""
+    try:
+        yield
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:
+        error = storage_error(storage, exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
@@ -636,11 +693,16 @@ def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
     try:
         saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
         return saved, tune.Tuner.restore(path, trainable, resume_unfinished=True)
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # torn by a full disk
+    except (json.JSONDecodeError, EOFError, pickle.UnpicklingError) as exc:  # torn by a full disk
         raise SweepsError(
             f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
             f"{type(exc).__name__}: {first_line(exc)}; the search cannot go on from it, so "
             "start the sweep afresh (without --resume)"
+        ) from None
+    except OSError as exc:  # not torn: the search can go on once the files can be read
+        raise SweepsError(
+            f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
+            f"{type(exc).__name__}: {first_line(exc)}; make it readable, then --resume again"
         ) from None
 
 
@@ -727,20 +789,8 @@ def run_search(
     for q in quiet:
         q.setLevel(logging.CRITICAL)
     try:
-        with ctrl_c_ends_the_sweep(), trial_actors_without_runtime_env():
-            try:
-                grid = tuner.fit()
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                # Ray's own files: a full or read-only storage ends the search so. Any other
-                # such error is not the user's to fix here, so its traceback stays.
-                trouble = storage_trouble(storage)
-                if trouble is None:
-                    raise
-                raise SweepsError(
-                    f"storage: Ray's storage {storage!r} must take the search's state and "
-                    f"checkpoints, but it {trouble} ({type(exc).__name__}: {first_line(exc)}); "
-                    "free space there (or pass --storage), then --resume"
-                ) from None
+        with ctrl_c_ends_the_sweep(), trial_actors_without_runtime_env(), storage_errors(storage):
+            grid = tuner.fit()
         if restoring:
             _reconcile(families, grid)
     finally:

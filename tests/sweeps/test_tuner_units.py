@@ -3,6 +3,7 @@ statuses, capacity, and the resumed driver's replay of epochs MLflow lacks."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -27,9 +28,9 @@ from search_spaces import define_by_run
 from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
 from sweeps.report import main as report_main
-from sweeps.report import trial_params
+from sweeps.report import run_params
 from sweeps.spec import load_spec
-from sweeps.tracking import DRIVER_TAG, SweepTracker, _process_start
+from sweeps.tracking import DRIVER_TAG, SweepTracker, _proc_stat, _process_start, live_driver
 from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
     _LIVE,
@@ -43,6 +44,8 @@ from sweeps.tuner import (
     ctrl_c_ends_the_sweep,
     make_scheduler,
     restore,
+    storage_error,
+    storage_errors,
     storage_trouble,
     trial_status,
 )
@@ -316,7 +319,7 @@ def test_a_run_whose_params_the_killed_driver_never_sent_gets_them_on_resume(
     client = MlflowClient(tracker.uri)
     assert client.get_run(run_id).data.params == {}
     # A store an older version left so: the report takes the rate from the run's config tag.
-    assert trial_params(client.get_run(run_id)) == {"base_lr": "0.02"}
+    assert run_params(client.get_run(run_id)) == {"base_lr": "0.02"}
     live = FamilyRuns(tracker, "fixed", 10, SweepProgress({"fixed": 1}, Console(quiet=True)),
                       FamilyOutcome("fixed"))  # fmt: skip
     live.adopt({"t1"})
@@ -326,6 +329,39 @@ def test_a_run_whose_params_the_killed_driver_never_sent_gets_them_on_resume(
     }  # fmt: skip
     live.adopt({"t1"})  # a second resume finds them all and logs nothing
     assert tracker.outbox.flush()
+
+
+def test_a_report_of_a_killed_sweep_whose_reevaluation_runs_lost_their_params(
+    tmp_path: Path, fixed_sweep: SweepTracker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The report of an unfinished sweep ended in a ValidationError: the best config's
+    # re-evaluation run had no base_lr to draw its LR curve from.
+    tracker = fixed_sweep
+    config = json.dumps({"family": "fixed", "base_lr": 0.02})
+    tags = {"sweeps.family": "fixed", "sweeps.trial_id": "t1", "sweeps.config": config}
+    trial = tracker.start_child("fixed-001", "trial", tags, {})
+    tracker.set_tags(trial, {"sweeps.status": "completed"})
+    tracker.end_child(trial, "completed", {"final_val_acc": 0.9, "epochs_used": 3})
+    for seed, kept in ((0, False), (1, True)):  # an older version's run, then this one's
+        extra = {"sweeps.config": json.dumps({"base_lr": 0.02})} if kept else {}
+        reeval = tracker.start_child(
+            f"reeval-fixed-1-s{seed}", "reeval",
+            {"sweeps.family": "fixed", "sweeps.rank": "1", "sweeps.seed": str(seed), **extra},
+            {},
+        )  # fmt: skip
+        tracker.set_tags(reeval, {"sweeps.status": "completed"})
+        tracker.end_child(reeval, "completed", {"test_acc": 0.9 + seed / 100})
+    tracker.set_tags(tracker.parent_id, {DRIVER_TAG: "elsewhere 1 1"})  # a driver that is gone
+    assert tracker.outbox.flush()
+    assert report_main(["digits_lr", "--tracking-uri", tracker.uri, "--out", "r"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # Its driver ran on another machine, where it may still run: the warning says to wait.
+    assert "(if its driver on elsewhere still runs, wait for it; else --resume finishes it)" in err
+    client = MlflowClient(tracker.uri)
+    runs = {r.info.run_name: r for r in tracker.children("reeval")}
+    assert run_params(client.get_run(runs["reeval-fixed-1-s1"].info.run_id)) == {"base_lr": "0.02"}
+    assert (tmp_path / "r" / "lr_curves.png").stat().st_size > 0  # drawn from the kept run
 
 
 def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
@@ -345,10 +381,20 @@ def test_resume_refuses_a_sweep_whose_driver_still_runs_it(
         # Nor is a report made of it: the running trials would count as failed.
         assert report_main(["digits_lr", "--tracking-uri", tracker.uri]) == 2
         assert "the sweep must have ended to be reported on" in capsys.readouterr().err
+        # Killed but not yet reaped by its parent (a zombie): it runs nothing.
+        driver.kill()
+        deadline = time.monotonic() + 10
+        while _proc_stat(driver.pid)[:1] != ["Z"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live_driver(tag) is None
     finally:
         driver.kill()
         driver.wait()
     assert again.find_resumable(str(tmp_path)) == (tracker.parent_id, str(tmp_path))
+    # Tags no driver wrote name no process, and raise nothing.
+    here = socket.gethostname()
+    for odd in (f"{here} 99999999999999999999 1", f"{here} 0", f"{here} -5 1", f"{here}", ""):
+        assert live_driver(odd) is None, odd
 
 
 def test_a_sweep_starts_when_another_creates_its_experiment_first(
@@ -381,6 +427,12 @@ def test_a_resume_of_a_torn_ray_state_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SweepsError, match=r"^--resume: Ray's saved state of the search in .* must "
                        r"be readable, but JSONDecodeError: .*start the sweep afresh"):  # fmt: skip
         restore(str(tmp_path), lambda config: None)
+    # A state that cannot be read but is not torn: the search is not thrown away.
+    other = tmp_path / "other"
+    (other / "experiment_state-2026-01-01_00-00-00.json").mkdir(parents=True)
+    with pytest.raises(SweepsError, match=r"must be readable, but OSError: .*is a directory; "
+                       r"make it readable, then --resume again$"):  # fmt: skip
+        restore(str(other), lambda config: None)
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
@@ -486,13 +538,44 @@ def test_a_resume_that_finds_nothing_says_what_the_store_holds(
     assert SweepTracker(uri, other.spec).find_resumable(None)[0] == other_id
 
 
-def test_storage_trouble_names_a_full_or_read_only_storage_and_passes_a_healthy_one(
+def test_a_storage_error_names_a_full_or_read_only_storage_and_keeps_any_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A folder the sweep has not made yet is judged by the nearest one that exists.
-    assert storage_trouble(str(tmp_path / "not" / "yet")) is None
-    assert storage_trouble("s3://bucket/sweeps") == "failed a write"
+    storage = str(tmp_path / "not" / "yet")  # judged by the nearest folder that exists
+    # Ray's own OSError (pyarrow's) carries the number only in its text, under the EOFError.
+    try:
+        try:
+            raise OSError("[Errno 28] Error writing bytes to file")
+        except OSError:
+            raise EOFError("Ran out of input")  # noqa: B904 - as Ray raises it
+    except EOFError as exc:
+        full = exc
+    with pytest.raises(SweepsError) as info, storage_errors(storage):
+        raise full
+    assert str(info.value) == (
+        f"storage: Ray's storage {storage!r} must take the search's state and checkpoints, but "
+        "it is full (EOFError: Ran out of input); free space there (or pass --storage), then "
+        "--resume"
+    )
+    assert storage_trouble(storage, OSError(errno.EROFS, "x")) == (
+        "is read-only",
+        "make it writable (or pass --storage)",
+    )
+    # Any other error on a healthy storage is not blamed on it: it keeps its traceback.
+    with pytest.raises(ConnectionError), storage_errors(storage):
+        raise ConnectionError("refused")
+    assert storage_error("s3://bucket/sweeps", EOFError("cut short")) is None
+    assert storage_trouble("s3://bucket/sweeps", OSError(errno.EDQUOT, "quota"))[0] == (
+        "is over its quota"
+    )
+    # Without a number, a local storage is measured: bytes, inodes, write access.
     monkeypatch.setattr("sweeps.tuner.shutil.disk_usage", lambda p: SimpleNamespace(free=2**20))
-    assert storage_trouble(str(tmp_path)) == "is full (1.0 MiB free)"
+    assert storage_trouble(f"file://{tmp_path}", EOFError())[0] == "is full (1.0 MiB free)"
+    monkeypatch.setattr("sweeps.tuner.shutil.disk_usage", lambda p: SimpleNamespace(free=2**40))
+    monkeypatch.setattr(
+        "sweeps.tuner.os.statvfs",
+        lambda p: SimpleNamespace(f_flag=0, f_files=1000, f_favail=3),
+    )
+    assert storage_trouble(str(tmp_path), EOFError())[0] == "is full (3 inodes free)"
     monkeypatch.setattr("sweeps.tuner.os.access", lambda p, mode: False)
-    assert storage_trouble(str(tmp_path)) == "is read-only"
+    assert storage_trouble(str(tmp_path), EOFError())[0] == "is read-only"
