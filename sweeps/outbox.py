@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -111,25 +110,52 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
+# How long an open waits for another process opening a store in the same folder: a migration
+# of a large old store takes a while; past this the holder is taken to hang, and it goes ahead.
+CREATOR_WAIT_S = 120.0
+_held: set[str] = set()  # folders this process holds, so that a nested open does not wait on itself
+
+
 @contextlib.contextmanager
 def _one_creator(uri: str) -> Iterator[None]:
     """Held while a client opens a sqlite store, where opening creates and migrates it: two
     sweeps starting at once on a new file each ran the migrations and could leave it
-    half-migrated for good. The lock file lives in the temp folder, not beside the store."""
-    if sqlite_file(uri) is None:
-        yield
-        return
-    # One for every store on the machine, not one file per store left behind: an open takes
-    # well under a second, so unrelated sweeps waiting on each other lose little.
-    lock = Path(tempfile.gettempdir()) / "sweeps-sqlite-open.lock"
-    try:  # read-only suffices for flock: another user's lock file serves as well
-        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
-    except OSError:  # no lock to be had: open unguarded, as before
+    half-migrated for good. The lock is the store's folder (flock), so no file is left behind,
+    another user's store needs only read access, and stores elsewhere do not wait."""
+    path = sqlite_file(uri)
+    folder = str(path.absolute().parent) if path is not None else ""
+    if not folder or folder in _held:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no folder (MLflow says so) or none to be read: open unguarded
         yield
+        return
+    try:
+        start, said = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on close, or death
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= CREATOR_WAIT_S:
+                    break
+                if not said and waited >= 5:
+                    _stderr(
+                        f"waiting for another process that is opening an MLflow store in {folder} "
+                        f"(at most {CREATOR_WAIT_S:.0f} s)"
+                    )
+                    said = True
+                time.sleep(0.05)
+            except OSError:  # a file system without flock: open unguarded
+                break
+        _held.add(folder)
+        try:
+            yield
+        finally:
+            _held.discard(folder)
     finally:
         os.close(fd)
 

@@ -7,7 +7,9 @@ down, and starts it again on the same port and store.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import sqlite3
 import subprocess
@@ -491,3 +493,35 @@ def test_sweeps_opening_one_new_sqlite_store_at_once_all_open_it(tmp_path: Path)
         tmp = con.execute("select name from sqlite_master where name like '_alembic_tmp%'")
         assert tmp.fetchall() == []
         assert con.execute("select count(*) from experiments").fetchone() == (1,)  # Default
+
+
+def test_the_sqlite_open_lock_is_the_stores_folder_and_never_waits_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One machine-wide lock file made every sqlite open on the machine wait, without a word or
+    # an end, on any holder that hung; and a nested open in one process hung for good.
+    here, there = tmp_path / "a", tmp_path / "b"
+    here.mkdir()
+    there.mkdir()
+    holder = os.open(here, os.O_RDONLY)  # another open file: flock treats it as another process
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        t0 = time.monotonic()
+        # A store elsewhere opens at once, and a nested open does not wait on itself.
+        with (
+            outbox._one_creator(f"sqlite:///{there}/m.db"),
+            outbox._one_creator(f"sqlite:///{there}/n.db"),
+        ):
+            pass
+        assert time.monotonic() - t0 < 1
+        monkeypatch.setattr(outbox, "CREATOR_WAIT_S", 6.0)
+        t0 = time.monotonic()
+        with outbox._one_creator(f"sqlite:///{here}/m.db"):  # a holder that hangs: it goes on
+            pass
+        assert 6 <= time.monotonic() - t0 < 12
+        assert f"waiting for another process that is opening an MLflow store in {here}" in (
+            capsys.readouterr().err
+        )
+    finally:
+        os.close(holder)
+    assert not list(tmp_path.rglob("*.lock"))  # nothing left beside the stores
