@@ -14,6 +14,7 @@ import os
 import secrets
 import shlex
 import shutil
+import site
 import socket
 import sys
 import sysconfig
@@ -299,10 +300,13 @@ def working_dir(
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, stage / rel)
         arg = sweep
-        # What must reach the job: (its path there, what the error names it)
+        # What must reach the job: (its path there, what the error names it); every module
+        # file of a package, which may be a namespace package without __init__.py.
         needed = [
-            (Path(p.name) / "__init__.py" if p.is_dir() else Path(p.name), f"trainable {str(p)!r}")
+            (rel, f"trainable {str(p)!r}")
             for p in extra
+            for _, rel in sources
+            if rel.parts[0] == p.name and rel.suffix == ".py"
         ]
         if spec_file is not None:
             rel = Path(STAGED_SPECS) / spec_file.name
@@ -327,9 +331,10 @@ def _described(path: Path, spec_arg: str, sources: list[tuple[Path, Path]]) -> W
 
 def trainable_modules(entry: str | None, root: Path = PROJECT_ROOT) -> list[Path]:
     """The spec's own trainable when the upload lacks it: its top-level package (a folder) or
-    module (a .py file) as this machine imports it, to travel in the working_dir. None for one
-    inside the project checkout (uploaded with it), an installed one (the nodes need it
-    installed, as torch), or one this machine cannot import (then the cluster may have it)."""
+    module (a .py file) as this machine imports it (by its import name, a link not followed), to
+    travel in the working_dir. None for one the checkout's upload holds at its top (where the
+    job imports from), an installed one (the nodes need it installed, as torch), or one this
+    machine cannot import (then the cluster may have it)."""
     if entry is None:
         return []
     top = entry.partition(":")[0].split(".")[0]
@@ -348,14 +353,20 @@ def trainable_modules(entry: str | None, root: Path = PROJECT_ROOT) -> list[Path
         path = Path(found.origin)
     else:  # built in, or compiled
         return []
-    path = path.resolve()
-    installed = {Path(p).resolve() for p in (sysconfig.get_paths()["purelib"],
-                                             sysconfig.get_paths()["platlib"],
-                                             sysconfig.get_paths()["stdlib"])}  # fmt: skip
-    if any(path.is_relative_to(d) for d in installed):
+    real = path.resolve()
+    paths = sysconfig.get_paths()
+    installed = {
+        Path(p).resolve()
+        for p in (paths["purelib"], paths["platlib"], paths["stdlib"], *site.getsitepackages(),
+                  site.getusersitepackages())
+    }  # fmt: skip
+    if any(real.is_relative_to(d) for d in installed):
         return []
-    if is_checkout(root) and path.is_relative_to(root.resolve()):
-        return []
+    if is_checkout(root) and path.parent.resolve() == root.resolve():
+        files = [path] if path.is_file() else [f for f in path.rglob("*.py") if f.is_file()]
+        uploaded = set(upload_files(root))
+        if all(f.relative_to(path.parent) in uploaded for f in files):
+            return []  # the checkout's upload carries it, at the top
     return [path]
 
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.custom import load_trainable
 from sweeps.errors import SweepsError
 from sweeps.spec import load_spec
-from sweeps.submit import trainable_modules, working_dir
+from sweeps.submit import PACKAGES, trainable_modules, working_dir
 from trainables import train_loop
 
 USER_MODULE = """
@@ -229,3 +229,36 @@ def test_a_trainable_from_outside_the_project_travels_with_a_submitted_job(
         working_dir("digits_lr", extra=[tmp_path / "docs.py"]),
     ):
         pass
+
+
+def test_a_trainable_travels_under_its_import_name_whatever_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A namespace package was refused for lacking __init__.py, a linked module was staged under
+    # its target's name, and one in an ignored folder of the checkout was never uploaded.
+    fit = "def fit(config, report, checkpoint=None):\n    pass\n"
+    (tmp_path / "nspkg").mkdir()
+    (tmp_path / "nspkg" / "train.py").write_text(fit)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "impl_v2.py").write_text(fit)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "myfit.py").symlink_to(tmp_path / "real" / "impl_v2.py")
+    proj = tmp_path / "proj"
+    for d in (*PACKAGES, "build"):
+        (proj / d).mkdir(parents=True)
+    (proj / "pyproject.toml").write_text("")
+    (proj / ".gitignore").write_text("build/\nscratch_fit.py\n")
+    for f in ("rootfit.py", "scratch_fit.py", "build/built_fit.py"):
+        (proj / f).write_text(fit)
+    for folder in (tmp_path, tmp_path / "links", proj, proj / "build"):
+        monkeypatch.syspath_prepend(str(folder))
+    assert trainable_modules("myfit:fit") == [tmp_path / "links" / "myfit.py"]
+    assert trainable_modules("nspkg.train:fit") == [tmp_path / "nspkg"]
+    assert trainable_modules("rootfit:fit", root=proj) == []  # uploaded, at the top
+    assert trainable_modules("scratch_fit:fit", root=proj) == [proj / "scratch_fit.py"]
+    assert trainable_modules("built_fit:fit", root=proj) == [proj / "build" / "built_fit.py"]
+    with working_dir(
+        "digits_lr", extra=[tmp_path / "nspkg", tmp_path / "links" / "myfit.py"]
+    ) as wd:
+        assert (wd.path / "nspkg" / "train.py").read_text() == fit
+        assert (wd.path / "myfit.py").read_text() == fit and not (wd.path / "impl_v2.py").exists()
