@@ -62,7 +62,7 @@ import sweeps.sweep as sweep_module
 import trainables.data
 from sweeps.reeval import Reevaluation
 from sweeps.spec import load_spec
-from sweeps.sweep import RunOptions, SweepResult, run_sweep
+from sweeps.sweep import RunOptions, run_sweep
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER
 from sweeps.tuner import TrialLogger, capacity
@@ -221,9 +221,7 @@ def between_trials(rows: list[TrialTimes]) -> float:
     return statistics.median(gaps) if gaps else 0.0
 
 
-def phases(
-    clock: Clock, result: SweepResult, slots: int, t_start: float, t_end: float
-) -> dict[str, float]:
+def phases(clock: Clock, slots: int, t_start: float, t_end: float) -> dict[str, float]:
     """The wall time as consecutive phases (they add up to the total)."""
     s, first, last = clock.spans, clock.first, clock.last
     out: dict[str, float] = {
@@ -231,37 +229,37 @@ def phases(
         "data facts": s["data facts"],
         "mlflow setup (client, check, parent run)": s["mlflow setup"] + s["check resources"],
     }
-    for fam in ("search",):
-        entry, exit_ = first[f"{fam}:run_search>"], last[f"{fam}:run_search<"]
-        fit_in = first[f"{fam}:fit>"]
-        ctl_ready = last[f"{fam}:controller init<"]
-        started = first.get(f"{fam}:trial_start", ctl_ready)
-        ended = last.get(f"{fam}:trial_end", started)
-        teardown = exit_ - ended
-        out[f"{fam}: searcher + Tuner build"] = fit_in - entry
-        out[f"{fam}: Tuner.fit -> controller ready"] = ctl_ready - fit_in
-        out[f"{fam}: controller ready -> first trial actor up"] = started - ctl_ready
-        # The trials' span in slot-seconds / slots. Each trial's life (on_trial_start to its
-        # end) is its time_total_s (the worker's clock: epochs, the first trial's start-up on a
-        # fresh worker, reporting and checkpoints) plus the round trips of its results: after
-        # each report the trial waits for the driver's next train() call. Between trials a slot
-        # is idle (actor reset, next suggestion, MLflow run creation).
-        rows = [t for k, t in clock.trials.items() if k.startswith(f"{fam}/")]
-        epochs = sum(t.epochs for t in rows)
-        startup = sum(t.total - t.epochs for t in first_on_worker(rows))
-        total = sum(t.total for t in rows)
-        alive = sum(t.life for t in rows)
-        span = ended - started
-        out[f"{fam}: trials: epochs (Σ epoch_seconds / slots)"] = epochs / slots
-        out[f"{fam}: trials: first trial on each worker: start-up before epoch 1"] = startup / slots
-        out[f"{fam}: trials: reporting + checkpoints in the worker"] = (
-            total - epochs - startup
-        ) / slots
-        out[f"{fam}: trials: result round trips (Σ (life - time_total_s) / slots)"] = (
-            alive - total
-        ) / slots
-        out[f"{fam}: trials: slots idle between trials"] = span - alive / slots
-        out[f"{fam}: teardown (last trial end -> run_search returns)"] = teardown
+    fam = "search"  # the prefix of the search phase's clock keys
+    entry, exit_ = first[f"{fam}:run_search>"], last[f"{fam}:run_search<"]
+    fit_in = first[f"{fam}:fit>"]
+    ctl_ready = last[f"{fam}:controller init<"]
+    started = first.get(f"{fam}:trial_start", ctl_ready)
+    ended = last.get(f"{fam}:trial_end", started)
+    teardown = exit_ - ended
+    out[f"{fam}: searcher + Tuner build"] = fit_in - entry
+    out[f"{fam}: Tuner.fit -> controller ready"] = ctl_ready - fit_in
+    out[f"{fam}: controller ready -> first trial actor up"] = started - ctl_ready
+    # The trials' span in slot-seconds / slots. Each trial's life (on_trial_start to its
+    # end) is its time_total_s (the worker's clock: epochs, the first trial's start-up on a
+    # fresh worker, reporting and checkpoints) plus the round trips of its results: after
+    # each report the trial waits for the driver's next train() call. Between trials a slot
+    # is idle (actor reset, next suggestion, MLflow run creation).
+    rows = [t for k, t in clock.trials.items() if k.startswith(f"{fam}/")]
+    epochs = sum(t.epochs for t in rows)
+    startup = sum(t.total - t.epochs for t in first_on_worker(rows))
+    total = sum(t.total for t in rows)
+    alive = sum(t.life for t in rows)
+    span = ended - started
+    out[f"{fam}: trials: epochs (Σ epoch_seconds / slots)"] = epochs / slots
+    out[f"{fam}: trials: first trial on each worker: start-up before epoch 1"] = startup / slots
+    out[f"{fam}: trials: reporting + checkpoints in the worker"] = (
+        total - epochs - startup
+    ) / slots
+    out[f"{fam}: trials: result round trips (Σ (life - time_total_s) / slots)"] = (
+        alive - total
+    ) / slots
+    out[f"{fam}: trials: slots idle between trials"] = span - alive / slots
+    out[f"{fam}: teardown (last trial end -> run_search returns)"] = teardown
     out["log summary"] = s["log summary"]
     out["re-evaluation"] = s["re-evaluation"]
     out["report"] = s["report"]
@@ -271,38 +269,38 @@ def phases(
     return out
 
 
-def details(clock: Clock, result: SweepResult) -> dict[str, float]:
+def details(clock: Clock) -> dict[str, float]:
     """Costs inside the phases (not additive with them)."""
     s, first, last = clock.spans, clock.first, clock.last
     out: dict[str, float] = {"Ray's shutdown, all of it (beside the report)": s["ray shutdown"]}
-    for fam in ("search",):
-        ended = last.get(f"{fam}:trial_end", 0.0)
-        out[f"{fam}: in teardown: final experiment checkpoint (wait)"] = max(
-            0.0, last[f"{fam}:experiment checkpoint<"] - max(ended, first[f"{fam}:fit>"])
-        )
-        out[f"{fam}: in teardown: controller cleanup"] = s[f"{fam}:controller cleanup"]
-        out[f"{fam}: in teardown: ExperimentAnalysis"] = s[f"{fam}:experiment analysis"]
-        out[f"{fam}: experiment checkpoints, all calls"] = s[f"{fam}:experiment checkpoint"]
-        out[f"{fam}: MLflow + progress callbacks on the driver"] = s[f"{fam}:callback mlflow"]
-        n = max(1, clock.results[fam])
-        for part in ("result processing", "ASHA", "searcher result", "checkpoint bookkeeping"):
-            spent = s[f"{fam}:driver: {part}"]
-            out[f"{fam}: driver per result: {part} (ms)"] = 1000 * spent / n
-        suggests = max(1, clock.calls[f"{fam}:driver: searcher suggest"])
-        out[f"{fam}: driver: Optuna suggest, ms per trial"] = (
-            1000 * s[f"{fam}:driver: searcher suggest"] / suggests
-        )
-        rows = [t for k, t in clock.trials.items() if k.startswith(f"{fam}/")]
-        waits = sum(t.life - t.total for t in rows)
-        firsts = first_on_worker(rows)
-        out[f"{fam}: first trial on a fresh worker: start-up before epoch 1, s each"] = sum(
-            t.total - t.epochs for t in firsts
-        ) / max(1, len(firsts))
-        out[f"{fam}: ms per result: round trip (trial waits for the driver)"] = 1000 * waits / n
-        out[f"{fam}: a slot between two trials, median ms"] = 1000 * between_trials(rows)
-        out[f"{fam}: ms per result: all TrialLogger hooks (MLflow, progress)"] = (
-            1000 * s[f"{fam}:callback mlflow"] / n
-        )
+    fam = "search"  # the prefix of the search phase's clock keys
+    ended = last.get(f"{fam}:trial_end", 0.0)
+    out[f"{fam}: in teardown: final experiment checkpoint (wait)"] = max(
+        0.0, last[f"{fam}:experiment checkpoint<"] - max(ended, first[f"{fam}:fit>"])
+    )
+    out[f"{fam}: in teardown: controller cleanup"] = s[f"{fam}:controller cleanup"]
+    out[f"{fam}: in teardown: ExperimentAnalysis"] = s[f"{fam}:experiment analysis"]
+    out[f"{fam}: experiment checkpoints, all calls"] = s[f"{fam}:experiment checkpoint"]
+    out[f"{fam}: MLflow + progress callbacks on the driver"] = s[f"{fam}:callback mlflow"]
+    n = max(1, clock.results[fam])
+    for part in ("result processing", "ASHA", "searcher result", "checkpoint bookkeeping"):
+        spent = s[f"{fam}:driver: {part}"]
+        out[f"{fam}: driver per result: {part} (ms)"] = 1000 * spent / n
+    suggests = max(1, clock.calls[f"{fam}:driver: searcher suggest"])
+    out[f"{fam}: driver: Optuna suggest, ms per trial"] = (
+        1000 * s[f"{fam}:driver: searcher suggest"] / suggests
+    )
+    rows = [t for k, t in clock.trials.items() if k.startswith(f"{fam}/")]
+    waits = sum(t.life - t.total for t in rows)
+    firsts = first_on_worker(rows)
+    out[f"{fam}: first trial on a fresh worker: start-up before epoch 1, s each"] = sum(
+        t.total - t.epochs for t in firsts
+    ) / max(1, len(firsts))
+    out[f"{fam}: ms per result: round trip (trial waits for the driver)"] = 1000 * waits / n
+    out[f"{fam}: a slot between two trials, median ms"] = 1000 * between_trials(rows)
+    out[f"{fam}: ms per result: all TrialLogger hooks (MLflow, progress)"] = (
+        1000 * s[f"{fam}:callback mlflow"] / n
+    )
     return out
 
 
@@ -341,9 +339,9 @@ def run_once(spec_name: str, overrides: list[str], workdir: Path) -> dict[str, A
         "overhead share, search": 1 - train / (search * slots),
         "overhead share, search (by Σ epoch_seconds)": 1 - clock.epoch_seconds / (search * slots),
         "overhead share, whole sweep": 1 - (train + reeval) / (wall * slots),
-        "phases": phases(clock, result, slots, t0, t1),
+        "phases": phases(clock, slots, t0, t1),
         "results": sum(clock.results.values()),
-        "details": details(clock, result),
+        "details": details(clock),
     }
 
 

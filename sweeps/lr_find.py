@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
@@ -66,7 +67,6 @@ from trainables.train_loop import evaluate, resolve_device
 
 __all__ = [
     "FALL_TOLERANCE",
-    "METRIC_BATCH",
     "MIN_FALL",
     "Mode",
     "Progress",
@@ -94,8 +94,6 @@ MAX_SEED = 2**32 - 1  # as sampler.seed
 NEAR_MIN = 0.05  # a last smoothed loss this close to the minimum (relative) has not turned up
 # Progress every quarter of the test, and at least this often.
 PROGRESS_SECONDS = 10.0
-# MLflow's log_batch takes at most 1000 metrics per call.
-METRIC_BATCH = 1000
 # max_lr is where the smoothed loss has done all but this share of its fall (see ``suggest``).
 FALL_TOLERANCE = 0.05
 # A curve "falls" only if its minimum lies this share of the starting level below the start.
@@ -260,8 +258,8 @@ class Progress:
 def build_range_schedule(
     optimizer: Optimizer, min_lr: float, max_lr: float, steps: int, mode: Mode = "exp"
 ) -> LRScheduler:
-    """A torch scheduler that, stepped once per batch, gives ``min_lr`` at batch 0 and exactly
-    ``max_lr`` at batch ``steps - 1``; it sets the optimizer's rate itself.
+    """An LR schedule (a torch ``LRScheduler``) that, stepped once per batch, gives ``min_lr`` at
+    batch 0 and exactly ``max_lr`` at batch ``steps - 1``; it sets the optimizer's rate itself.
 
     exp: ``ExponentialLR`` from ``min_lr`` with gamma = (max/min)^(1/(steps-1)).
     linear: torch's ``LinearLR`` accepts factors in (0, 1] only, so the optimizer starts at
@@ -660,8 +658,8 @@ def log_range_test(
         client.log_batch(run_id, params=params)
         now = int(time.time() * 1000)
         metrics = _step_metrics(result, now)
-        for i in range(0, len(metrics), METRIC_BATCH):
-            client.log_batch(run_id, metrics=metrics[i : i + METRIC_BATCH])
+        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
         summary = {
             **result.suggestion.metrics(),
             "steps_run": float(result.steps_run),

@@ -41,6 +41,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from sweeps.errors import EXIT_USER_ERROR, OneLineParser, SweepsError, first_line, redact
 from sweeps.preflight import check_not_file_store, sqlite_file
@@ -51,7 +52,7 @@ RETRY_EVERY = 5.0  # seconds between tries while the store is down
 # The sender thread sends at most this often: a trial's results of that span go in one log_batch
 # (on sqlite one call costs ~5-9 ms of driver CPU, five results in one ~7 ms).
 SEND_EVERY = 0.5
-BATCH_MAX = 900  # entries per merged log_batch; MLflow takes 1000 (at most 100 params or tags)
+BATCH_MAX = MAX_ENTITIES_PER_BATCH - 100  # entries per merged log_batch, with room to spare
 RUN_KEY_TAG = "sweeps.run_key"
 PLACEHOLDER = "pending-"
 # One try with a short timeout: MLflow's default HTTP retries back off for minutes. MLflow reads
@@ -267,7 +268,7 @@ def plan(writes: Sequence[Write]) -> list[list[Write]]:
         if current is not None and not w.params:
             group, size, tags = current
             size, tags = size + w.size(), tags | set(w.tags)
-            if size <= BATCH_MAX and len(tags) <= 100:
+            if size <= BATCH_MAX and len(tags) <= MAX_PARAMS_TAGS_PER_BATCH:
                 group.append(w)
                 open_groups[w.run_id] = (group, size, tags)
                 continue
@@ -307,8 +308,8 @@ class Outbox:
     # -- sending from a thread ----------------------------------------------------------------
     def start_sender(self) -> None:
         """From now on a thread sends the queue and ``submit`` only appends to it: a result's
-        writes (~16 ms on sqlite) no longer hold up Tune's driver loop, and with it the trial
-        that reported. Order, placeholders and the patience work as before."""
+        writes (~16 ms on sqlite) do not hold up Tune's driver loop, and with it the trial
+        that reported. Order, placeholders and the patience work as without the thread."""
         if self._sender is None:
             self._stop.clear()
             self._sender = threading.Thread(

@@ -1,5 +1,6 @@
-"""What the CLI checks before it starts Ray: the trainable, the data, and that something listens at
-the MLflow server's and the Ray cluster's address.
+"""What the CLI checks before it starts Ray: the trainable, the data, $SWEEPS_COMPILE, the
+storage, the MLflow store (not a file store; a sqlite file that must exist for --resume), the
+device, and that something listens at the MLflow server's and the Ray cluster's address.
 
 A mistake in any of them then fails in seconds, not after Ray's start (~10 s) or the retries of
 Ray and MLflow. Imports neither (``sweeps.cluster`` uses the address check before ``ray.init``).
@@ -32,13 +33,14 @@ def check_inputs(
     sweep's, unknown before MLflow is open)."""
     from sweeps.custom import load_trainable  # torch: imported by the CLI already
     from trainables.data import load_splits
-    from trainables.train_loop import COMPILE_ENV, COMPILE_MODES
+    from trainables.train_loop import compile_mode
 
     load_trainable(spec.trainable)
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits
-    mode = os.environ.get(COMPILE_ENV, "auto")
-    if mode not in COMPILE_MODES:  # else every trial fails with it
-        raise SweepsError(f"${COMPILE_ENV}: must be one of {COMPILE_MODES}, but got {mode!r}")
+    try:
+        compile_mode()
+    except ValueError as exc:  # else every trial fails with it
+        raise SweepsError(str(exc)) from None
     if storage or not resume:
         check_storage(storage_path(storage or spec.storage), "--storage" if storage else "storage")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

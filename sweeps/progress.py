@@ -50,7 +50,6 @@ class SweepProgress:
     def __init__(self, families: dict[str, int], console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.families = {f: FamilyProgress(budget) for f, budget in families.items()}
-        self.phase = "search"
         self._live: Live | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -135,7 +134,7 @@ class SweepProgress:
 
     # -- view ---------------------------------------------------------------------------------
     def render(self) -> RenderableType:
-        table = Table(title=f"sweep: {self.phase}", title_justify="left", expand=False)
+        table = Table(title="sweep: search", title_justify="left", expand=False)
         cols = ("family", "progress", "done", "running", "stopped", "diverged", "failed", "retried")
         for col in cols:
             table.add_column(col, justify="left" if col in ("family", "progress") else "right")

@@ -65,7 +65,9 @@ class Reevaluation:
     ) -> None:
         self.spec, self.tracker = spec, tracker
         self.remote = ray.remote(retrain).options(
-            num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=2
+            num_cpus=spec.resources.cpu,
+            num_gpus=spec.resources.gpu,
+            max_retries=spec.failure.max_retries,  # Ray retries a task on a lost node only
         )
         # A resumed sweep keeps the re-evaluation runs its crashed driver already logged.
         self.logged = {

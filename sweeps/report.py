@@ -122,7 +122,6 @@ class Report:
     headline: str
     # The p-value each compared family is judged by (Holm-adjusted when several are).
     judged: dict[str, float] = field(default_factory=dict)
-    plots: dict[str, Path] = field(default_factory=dict)
 
     def table(self) -> str:
         """The Markdown table: the same from a fresh sweep and from a rebuild."""
@@ -199,7 +198,9 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None) ->
         max_results=1,
     )
     if not runs:
-        raise SweepsError(f"experiment {experiment!r}: holds no sweep run to report on")
+        raise SweepsError(
+            f"experiment {experiment!r}: must hold a sweep run to report on, but it has none"
+        )
     return runs[0]
 
 
@@ -465,7 +466,6 @@ def html_page(report: Report, images: dict[str, Path]) -> str:
 def write(report: Report, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     images = draw(report, out)
-    report.plots = images
     (out / "report.md").write_text(markdown(report))
     (out / "report.html").write_text(html_page(report, images))
     return out

@@ -28,7 +28,6 @@ from sweeps.report import Report, build_and_log
 from sweeps.spec import SweepSpec
 from sweeps.tracking import TRIAL_STATUSES, SweepTracker, resolve_uri, ui_hint
 from sweeps.tuner import FamilyOutcome, capacity, check_resumable, run_search
-from trainables import TrialConfig
 from trainables.data import load_splits
 from trainables.train_loop import majority_rate
 
@@ -68,8 +67,7 @@ class DataFacts:
 
 def data_facts(spec: SweepSpec) -> DataFacts:
     """Facts about the split; loading it here also fails fast on a bad file, before Ray."""
-    cfg = TrialConfig.model_validate(spec.trial_config({"family": "fixed", "base_lr": 0.1}))
-    splits = load_splits(cfg.dataset)
+    splits = load_splits(spec.dataset)
     return DataFacts(
         math.ceil(len(splits.y_train) / spec.train.batch_size), majority_rate(splits.y_val)
     )
@@ -119,7 +117,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         parent = resumed
     else:
         parent = tracker.start({"sweeps.storage": storage})
-    tracker.outbox.start_sender()  # trials' results no longer wait for MLflow's writes
+    tracker.outbox.start_sender()  # so that trials' results never wait for MLflow's writes
     result = SweepResult(parent, uri, storage, resumed=bool(resumed))
     experiment = experiment_name(spec, parent)
     status = "FAILED"
@@ -180,7 +178,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
             result.reevals = reeval.finish(result.outcomes, bar)
         if stop_ray:
             # The report needs no Ray, and Ray's shutdown is ~1.5 s of waiting for its processes
-            # to exit: side by side. An error of it is raised at the end, as before. Python's
+            # to exit: side by side. An error of it is raised at the end. Python's
             # GC stays off until it is over: a Ray handle freed while Ray's core worker is torn
             # down ends the whole process, and cyclic garbage still holds some of Tune's.
             gc_was_on = gc.isenabled()

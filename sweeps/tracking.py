@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 
 from sweeps.errors import SweepsError, first_line, redact
 from sweeps.outbox import (
@@ -48,7 +49,6 @@ from sweeps.spec import SweepSpec
 
 TRIAL_STATUSES = ("completed", "stopped", "diverged", "collapsed", "failed")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "lr", "epoch_seconds")
-_PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
 def resolve_uri(cli_value: str | None) -> str:
@@ -169,7 +169,8 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _finite(value: Any) -> bool:
+def _is_number(value: Any) -> bool:
+    """A number MLflow can log (NaN too: a diverged epoch's loss is logged as NaN)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -273,8 +274,10 @@ class SweepTracker:
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(items), _PARAM_BATCH):
-            self.outbox.submit(Write("log_batch", run_id, params=items[i : i + _PARAM_BATCH]))
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self.outbox.submit(
+                Write("log_batch", run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+            )
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = now_ms()  # when it happened, however late the store takes it
@@ -377,7 +380,7 @@ class SweepTracker:
         """One ``log_batch`` per result: the per-epoch metrics at step=epoch."""
         step = int(result["epoch"])
         self.log_metrics(
-            run_id, {k: result[k] for k in EPOCH_METRICS if _finite(result.get(k))}, step
+            run_id, {k: result[k] for k in EPOCH_METRICS if _is_number(result.get(k))}, step
         )
 
     def end_child(self, run_id: str, status: str, summary: Mapping[str, float]) -> None:

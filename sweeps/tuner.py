@@ -104,7 +104,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if epoch <= self._told.get(trial_id, 0):
             return
         self._told[trial_id] = epoch
-        # Optuna's step is the epoch: Ray's would count results, which now come every few epochs.
+        # Optuna's step is the epoch: Ray's would count results, which come every few epochs.
         super().on_trial_result(trial_id, {**row, TRAINING_ITERATION: epoch})
 
     @property
@@ -262,13 +262,12 @@ class FamilyOutcome:
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
     study: optuna.Study | None = None
-    # (final val_acc, status, sampled config, MLflow run id) of every trial that reported
-    trials: list[tuple[float, str, dict[str, Any], str]] = field(default_factory=list)
+    # (final val_acc, status, sampled config) of every trial that reported
+    trials: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
     def add(
         self,
         name: str,
-        run_id: str,
         status: str,
         config: dict[str, Any],
         last: dict[str, Any] | None,
@@ -279,14 +278,14 @@ class FamilyOutcome:
         val_acc = float(last[METRIC])
         self.epochs += int(last["epoch"])
         self.train_seconds += float(last.get("time_total_s", 0.0))
-        self.trials.append((val_acc, status, config, run_id))
+        self.trials.append((val_acc, status, config))
         if status != "failed" and (self.best_val_acc is None or val_acc > self.best_val_acc):
             self.best_val_acc = val_acc
 
     def top(self, k: int) -> list[dict[str, Any]]:
         """The ``k`` best sampled configs by final val_acc (failed trials excluded)."""
         ranked = sorted((t for t in self.trials if t[1] != "failed"), key=lambda t: -t[0])
-        return [cfg for _, _, cfg, _ in ranked[:k]]
+        return [cfg for _, _, cfg in ranked[:k]]
 
 
 @dataclass
@@ -320,7 +319,7 @@ class FamilyRuns:
 
     def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A trial run's MLflow params: its family's sampled values, and the step size in
-        iterations as torch's schedulers take it."""
+        iterations as torch's LR schedules take it."""
         params = {k: v for k, v in config.items() if k in FAMILIES[self.family].params}
         if "step_size_epochs" in params:
             params["step_size_iters"] = params["step_size_epochs"] * self.iters_per_epoch
@@ -362,7 +361,7 @@ class FamilyRuns:
                     "epoch": m["epochs_used"],
                     "time_total_s": m.get("train_seconds", 0.0),
                 }
-            self.outcome.add(name, run.info.run_id, status, config, last)
+            self.outcome.add(name, status, config, last)
             self.progress.trial_restored(self.family, status, last[METRIC] if last else None)
 
 
@@ -490,7 +489,7 @@ class TrialLogger(tune.Callback):
             run_id, status, summary if last is None else {**summary, "final_val_acc": val_acc}
         )
         live.ended.add(trial.trial_id)
-        live.outcome.add(name, run_id, status, dict(trial.config), last)
+        live.outcome.add(name, status, dict(trial.config), last)
         live.progress.trial_ended(live.family, name, status, epochs, val_acc, note)
         ended = _ON_TRIAL_END.get(self.key)
         if ended is not None:
@@ -537,7 +536,7 @@ def _reconcile(families: dict[str, FamilyRuns], grid: ResultGrid) -> None:
                     "train_seconds": float(last.get("time_total_s", 0.0)),
                 },
             )
-            live.outcome.add(name, run_id, status, dict(config), dict(last))
+            live.outcome.add(name, status, dict(config), dict(last))
             live.progress.trial_restored(live.family, status, float(last[METRIC]))
 
 

@@ -274,12 +274,18 @@ def _direct(compiled: Callable[..., Any]) -> GradFn:
     return call
 
 
+def compile_mode() -> str:
+    """``$SWEEPS_COMPILE``, checked: one of COMPILE_MODES."""
+    mode = os.environ.get(COMPILE_ENV, "auto")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"${COMPILE_ENV}: must be one of {COMPILE_MODES}, but got {mode!r}")
+    return mode
+
+
 def use_compiled_step(cfg: TrialConfig, device: torch.device, full_batches: int) -> bool:
     """The compile rule (see COMPILE_MIN_STEPS). CPU only: on a GPU Inductor needs Triton, and
     nothing here has measured whether it pays there."""
-    mode = os.environ.get(COMPILE_ENV, "auto")
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"${COMPILE_ENV} must be one of {COMPILE_MODES}, but got {mode!r}")
+    mode = compile_mode()
     if device.type != "cpu" or full_batches == 0 or mode == "never":
         return False
     return mode == "always" or (

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import get_args
+
 import optuna
 import pytest
 from pydantic import ValidationError
@@ -8,6 +10,7 @@ from search_spaces import (
     FAMILIES,
     FAMILY_NAMES,
     Choice,
+    FamilyName,
     FloatRange,
     IntRange,
     SearchSpace,
@@ -32,7 +35,7 @@ def space(**kw: object) -> SearchSpace:
 
 
 def test_every_family_has_an_lr_schedule() -> None:
-    assert set(FAMILIES) == set(LR_SCHEDULES)
+    assert set(FAMILIES) == set(LR_SCHEDULES) == set(get_args(FamilyName))
 
 
 @pytest.mark.parametrize(

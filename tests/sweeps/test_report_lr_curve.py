@@ -28,7 +28,7 @@ PARAMS = {
 def test_curve_is_what_a_trial_steps_through(family: str) -> None:
     spec = load_spec("cardio_clr", [])
     iters = 7
-    got = _lr_curve(spec, {"family": family, **PARAMS[family]}, iters)
+    got = _lr_curve(spec, family, PARAMS[family], iters)
 
     # What train_loop does: an optimizer step on every batch, then the schedule's step.
     typed = {k: (int(v) if k in ("step_size_epochs", "t_mult") else float(v))
@@ -60,7 +60,7 @@ def test_curves_leave_torch_dynamo_unimported() -> None:
         f"params = {PARAMS!r}\n"
         "spec = load_spec('cardio_clr', [])\n"
         "for family, p in params.items():\n"
-        "    assert len(_lr_curve(spec, {'family': family, **p}, 7)) == spec.train.epochs * 7\n"
+        "    assert len(_lr_curve(spec, family, p, 7)) == spec.train.epochs * 7\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run(

@@ -311,7 +311,7 @@ def test_compile_rule_is_a_function_of_the_config(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(COMPILE_ENV, "never")
     assert not use_compiled_step(long, cpu, full_batches=137)
     monkeypatch.setenv(COMPILE_ENV, "yes")
-    with pytest.raises(ValueError, match="SWEEPS_COMPILE must be one of"):
+    with pytest.raises(ValueError, match="SWEEPS_COMPILE: must be one of"):
         use_compiled_step(long, cpu, full_batches=137)
 
 

@@ -4,7 +4,8 @@ Cleaning rules (rows outside them are physiologically impossible and are dropped
 - ap_hi (systolic) within [60, 250] mmHg and ap_lo (diastolic) within [30, 200] mmHg;
 - ap_lo < ap_hi;
 - height within [120, 220] cm and weight within [30, 200] kg.
-Then age goes from days to years, and BMI = weight / (height in m)^2 is added.
+Then age goes from days to years, gender from 1/2 to 0/1, and BMI = weight / (height in m)^2
+is added.
 """
 
 from __future__ import annotations
@@ -257,9 +258,13 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of the located file ``path``, cleaned."""
-    df = clean(read(path))
+    raw = read(path)
+    df = clean(raw)
     if df.empty:
-        raise DataError("dataset: no row of the cardio file passes the cleaning rules")
+        raise DataError(
+            f"dataset: the cardio file {str(path)!r} must have rows that pass the cleaning rules "
+            f"(see trainables/data/cardio.py), but all {len(raw)} fail them"
+        )
     x = df[list(FEATURES)].to_numpy(dtype=np.float32)
     y = df[LABEL].to_numpy(dtype=np.int64)
     return x, y
