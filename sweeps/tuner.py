@@ -312,10 +312,15 @@ class FamilyRuns:
         with checkpoint.as_directory() as d:
             history = read_history(Path(d))
         for row in history:
-            epoch = int(row["epoch"])
-            if epoch > self.logged.get(run_id, 0):
-                self.tracker.log_epoch(run_id, row)
-                self.logged[run_id] = epoch
+            self.log_epoch(run_id, row)
+
+    def log_epoch(self, run_id: str, row: Mapping[str, Any]) -> None:
+        """Log one reported epoch, unless it is logged already: epochs re-run after a restore
+        were logged before the fault, and the restored RNGs make them identical."""
+        epoch = int(row["epoch"])
+        if epoch > self.logged.get(run_id, 0):
+            self.tracker.log_epoch(run_id, row)
+            self.logged[run_id] = epoch
 
     def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A trial run's MLflow params: its family's sampled values, and the step size in
@@ -448,11 +453,7 @@ class TrialLogger(tune.Callback):
             resumed = row.get("resumed_from_epoch")
             if resumed is not None and epoch == int(resumed) + 1:
                 live.tracker.set_tags(run_id, {"sweeps.resumed_from_epoch": str(resumed)})
-            # Epochs re-run after a restore were logged before the fault; the restored RNGs
-            # make them identical, so MLflow keeps one value per step.
-            if epoch > live.logged.get(run_id, 0):
-                live.tracker.log_epoch(run_id, row)
-                live.logged[run_id] = epoch
+            live.log_epoch(run_id, row)
         live.progress.trial_result(live.family)
 
     def on_trial_recover(
