@@ -29,7 +29,6 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -49,6 +48,7 @@ from sweeps.errors import (
     format_validation_error,
     uri_named,
 )
+from sweeps.plots import plot_range_test
 from sweeps.preflight import check_device, check_server, check_sqlite
 from sweeps.spec import SweepSpec, load_spec, validate
 from sweeps.tracking import (
@@ -529,79 +529,6 @@ def apply_range_test(spec: SweepSpec, s: Suggestion) -> SweepSpec:
 
 
 # -- the plot -----------------------------------------------------------------------------------
-
-
-def plot_range_test(result: RangeTest, path: str | Path, title: str = "LR range test") -> Path:
-    """Loss against rate (log x): raw per batch, smoothed, the steepest point, the suggested
-    max_lr and Smith's base_lr band; the validation accuracy on a second axis when recorded."""
-    s = result.suggestion
-    lrs, raw, sm = result.lrs, result.losses, result.smoothed
-    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(lrs, raw, color="0.7", lw=0.8, label="loss per batch")
-    beta = result.settings.smoothing
-    ax.plot(lrs, sm, color="tab:blue", lw=1.8, label=f"smoothed loss (β={beta:g})")
-    ax.axvspan(
-        s.base_lr_low,
-        s.base_lr_high,
-        color="tab:orange",
-        alpha=0.25,
-        label=f"base_lr = max_lr/4..max_lr/3 ({s.base_lr_low:.3g}..{s.base_lr_high:.3g})",
-    )
-    ax.axvline(s.max_lr, color="tab:green", ls="--", lw=1.5, label=f"max_lr = {s.max_lr:.3g}")
-    ax.axvline(
-        s.min_loss_lr, color="0.4", ls=":", lw=1, label=f"loss minimum at {s.min_loss_lr:.3g}"
-    )
-    at = int(np.argmin(np.abs(np.log(lrs) - math.log(s.steepest_lr))))
-    ax.scatter(
-        [s.steepest_lr],
-        [sm[at]],
-        s=60,
-        color="red",
-        zorder=4,
-        label=f"steepest descent at {s.steepest_lr:.3g}",
-    )
-    finite = sm[np.isfinite(sm)]
-    raw_ok = raw[np.isfinite(raw)]
-    if finite.size:
-        # Clip the blow-up: show the start level and the smoothed curve, not a 1e6 raw spike.
-        bottom = min(float(finite.min()), float(np.quantile(raw_ok, 0.02)) if raw_ok.size else 0)
-        top = float(finite.max())
-        pad = 0.05 * (top - bottom) or 0.05 * abs(top) or 0.05
-        ax.set_ylim(bottom - pad, top + pad)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"learning rate (log scale, {result.settings.mode} schedule)")
-    ax.set_ylabel("training loss")
-    ax.grid(True, which="major", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if result.val_acc.size:
-        ax2 = ax.twinx()
-        ax2.plot(
-            lrs[result.val_steps],
-            result.val_acc,
-            "s",
-            color="tab:purple",
-            ms=4,
-            label="val accuracy",
-        )
-        ax2.set_ylabel("validation accuracy")
-        ax2.set_ylim(0, 1)
-        h2, l2 = ax2.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    # Below the plot, never over the curve (which runs flat through any corner at low rates).
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
-    how = (
-        f"stopped at batch {result.steps_run} of {result.settings.steps}: smoothed loss above "
-        f"{result.settings.stop_factor:g}x its best"
-        if result.stopped_early
-        else f"ran all {result.steps_run} batches"
-    )
-    ax.set_title(f"{title}\n{how}", fontsize=11)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, format="png")
-    fig.clear()
-    return out
 
 
 # -- MLflow -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from search_spaces import FAMILIES
 from sweeps import plots, stats
+from sweeps.driver import DRIVER_TAG, driver_host, live_driver
 from sweeps.errors import (
     EXIT_USER_ERROR,
     OneLineParser,
@@ -36,10 +37,7 @@ from sweeps.errors import (
 )
 from sweeps.spec import SweepSpec
 from sweeps.tracking import (
-    DRIVER_TAG,
     TRIAL_STATUSES,
-    driver_host,
-    live_driver,
     nested_runs,
     open_existing_store,
     resolve_uri,

@@ -25,12 +25,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from rich.console import Console
 
 from search_spaces import define_by_run
+from sweeps.driver import DRIVER_TAG, _proc_stat, _process_start, live_driver
 from sweeps.errors import SweepsError
 from sweeps.progress import SweepProgress
 from sweeps.report import main as report_main
 from sweeps.report import run_params
 from sweeps.spec import load_spec
-from sweeps.tracking import DRIVER_TAG, SweepTracker, _proc_stat, _process_start, live_driver
+from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
     _LIVE,
