@@ -4,7 +4,7 @@ In one process, with one torch thread, on the spec's cardio data (triangular2, s
 
 1. ``train_loop``: ms per epoch (training plus the val pass it reports), the median over
    ``--repeats`` epochs after the first (reported apart), for both step paths (eager; compiled,
-   see ``trainables.train_loop.grad_fn``), plus the time from a trial's start to its first epoch;
+   see ``trainables.steps.grad_fn``), plus the time from a trial's start to its first epoch;
 2. before: the loop ``train_loop`` had before issue 7a (a fancy-indexed batch, unfused SGD, a loss
    sum per step), on the same model, data and schedule, with the same val pass;
 3. naive: ``DataLoader(TensorDataset(x, y), batch_size=350, shuffle=True)`` with a plain
@@ -49,15 +49,8 @@ from trainables import TrialConfig, train_loop
 from trainables.data import load_splits
 from trainables.lr_schedules import build_lr_schedule
 from trainables.models import build_model
-from trainables.train_loop import (
-    COMPILE_ENV,
-    Step,
-    build_eval,
-    build_step,
-    evaluate,
-    grad_fn,
-    run_batches,
-)
+from trainables.steps import COMPILE_ENV, Step, build_eval, build_step, evaluate, grad_fn
+from trainables.train_loop import run_batches
 
 POINT = {"family": "triangular2", "base_lr": 0.01, "max_lr": 0.3, "step_size_epochs": 2}
 

@@ -63,7 +63,8 @@ from trainables import DataError
 from trainables.data import load_dataset
 from trainables.models import build_model
 from trainables.optimizers import build_optimizer
-from trainables.train_loop import evaluate, resolve_device
+from trainables.steps import evaluate
+from trainables.train_loop import resolve_device
 
 __all__ = [
     "FALL_TOLERANCE",

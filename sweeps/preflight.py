@@ -33,7 +33,7 @@ def check_inputs(
     sweep's, unknown before MLflow is open)."""
     from sweeps.custom import load_trainable  # torch: imported by the CLI already
     from trainables.data import load_splits
-    from trainables.train_loop import compile_mode
+    from trainables.steps import compile_mode
 
     load_trainable(spec.trainable)
     load_splits(spec.dataset)  # cached: run_sweep reuses the splits

@@ -130,5 +130,5 @@ def _call(entry: Callable[[Any], Any]) -> Callable[..., Any]:
     def call(*args: torch.Tensor) -> Any:
         return from_handles(entry(to_handles(list(args))))
 
-    call.direct = True  # type: ignore[attr-defined]  # no per-call wrappers, as train_loop._direct
+    call.direct = True  # type: ignore[attr-defined]  # no per-call wrappers, as steps._direct
     return call

@@ -5,7 +5,7 @@ torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``l
 and each optimizer's ``step``, in decorators that keep torch.compile's tracer (dynamo) out of
 them. Each decorator imports ``torch._dynamo`` on its first call: 1.8-2.9 s of one core in every
 fresh process on the 2-vCPU dev box, where a Ray worker's whole start took ~8 s. Nothing here
-runs under dynamo (the compiled step is traced by ``make_fx``, see ``train_loop.grad_fn``), so
+runs under dynamo (the compiled step is traced by ``make_fx``, see ``steps.grad_fn``), so
 these classes call the functions inside the decorators: torch's code and bits, without the
 import (``tests/trainables/test_optimizers.py``). Do not trace them with ``torch.compile``.
 """

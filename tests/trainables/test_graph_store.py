@@ -19,7 +19,7 @@ import json, sys
 import torch
 from trainables.config import ModelConfig
 from trainables.models import build_model
-from trainables.train_loop import build_eval, eval_fn, grad_fn
+from trainables.steps import build_eval, eval_fn, grad_fn
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

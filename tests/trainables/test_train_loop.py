@@ -16,7 +16,7 @@ from trainables import TrialConfig, build_lr_schedule, build_model, train_loop
 from trainables.config import ModelConfig
 from trainables.data import load_dataset
 from trainables.optimizers import build_optimizer
-from trainables.train_loop import (
+from trainables.steps import (
     COMPILE_ENV,
     build_eval,
     build_step,
