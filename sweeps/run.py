@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def dry_run(spec: SweepSpec, console: Console, samples: int = 3) -> None:
+    """The spec, its budget and a few sampled configs per family. Here rather than in
+    ``sweeps.sweep``: a dry run answers in a second without importing Ray Tune or MLflow."""
     console.print(spec.to_yaml(), highlight=False, markup=False)
     budget = spec.search.trials_per_family
     console.print(
