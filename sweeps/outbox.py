@@ -114,7 +114,9 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # How long an open waits for another process opening a store in the same folder: a migration
 # of a large old store takes a while; past this the holder is taken to hang, and it goes ahead.
 CREATOR_WAIT_S = 120.0
-_held: set[str] = set()  # folders this process holds, so that a nested open does not wait on itself
+# Folders this thread holds, so that a nested open does not wait on itself; per thread, so that
+# two threads of one process opening stores in one folder still take turns.
+_held = threading.local()
 
 
 @contextlib.contextmanager
@@ -125,7 +127,8 @@ def _one_creator(uri: str) -> Iterator[None]:
     another user's store needs only read access, and stores elsewhere do not wait."""
     path = sqlite_file(uri)
     folder = str(path.absolute().parent) if path is not None else ""
-    if not folder or folder in _held:
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    if not folder or folder in held:
         yield
         return
     try:
@@ -152,11 +155,11 @@ def _one_creator(uri: str) -> Iterator[None]:
                 time.sleep(0.05)
             except OSError:  # a file system without flock: open unguarded
                 break
-        _held.add(folder)
+        held.add(folder)
         try:
             yield
         finally:
-            _held.discard(folder)
+            held.discard(folder)
     finally:
         os.close(fd)
 

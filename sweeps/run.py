@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if started_ray:
                 ray.shutdown()  # a no-op unless run_sweep failed before its own shutdown
         print_summary(result, out)
+        code = 0
         lost = [f for f, o in result.outcomes.items() if o.best_val_acc is None]
         if lost and len(lost) == len(result.outcomes):
             err.print(
@@ -154,12 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lost:  # the verdict cannot speak for these families
             err.print(
                 f"error: every trial of {', '.join(lost)} failed, so the verdict leaves "
-                f"{'it' if len(lost) == 1 else 'them'} out (the errors are above); fix the "
-                "cause, then run the sweep again",
+                f"{'it' if len(lost) == 1 else 'them'} out and the parent run is marked FAILED "
+                "(the errors are above); fix the cause, then run the sweep again",
                 highlight=False,
                 markup=False,
             )
-            return EXIT_NO_RESULT
+            code = EXIT_NO_RESULT
         failed = [r for r in result.reevals if r.error]
         if failed:
             err.print(
@@ -170,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 highlight=False,
                 markup=False,
             )
-            return EXIT_NO_RESULT
-        return 0
+            code = EXIT_NO_RESULT
+        return code
     except (SweepsError, DataError) as exc:
         return fail(err, uri_named(str(exc), args.tracking_uri))
     except ValidationError as exc:

@@ -363,9 +363,15 @@ def trainable_modules(entry: str | None, root: Path = PROJECT_ROOT) -> list[Path
     if any(real.is_relative_to(d) for d in installed):
         return []
     if is_checkout(root) and path.parent.resolve() == root.resolve():
-        files = [path] if path.is_file() else [f for f in path.rglob("*.py") if f.is_file()]
-        uploaded = set(upload_files(root))
-        if all(f.relative_to(path.parent) in uploaded for f in files):
+        # The entry's own module file decides: a package may hold ignored files it never imports.
+        try:
+            module = importlib.util.find_spec(entry.partition(":")[0])
+        except (ImportError, ValueError):
+            module = None
+        own = (Path(module.origin) if module is not None and module.origin else path).resolve()
+        if own.is_relative_to(root.resolve()) and (
+            own.relative_to(root.resolve()) in set(upload_files(root))
+        ):
             return []  # the checkout's upload carries it, at the top
     return [path]
 

@@ -191,8 +191,10 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         result.wall_seconds = time.monotonic() - t0
         # This leg's: a leg that was killed never logged its own, so there is no sum to make.
         tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
-        # A failed re-evaluation run leaves the sweep to finish: --resume redoes only those.
-        status = "FAILED" if any(r.error for r in result.reevals) else "FINISHED"
+        # A failed re-evaluation run leaves the sweep to finish: --resume redoes only those. A
+        # family whose every trial failed leaves the verdict without it.
+        lost = any(o.best_val_acc is None for o in result.outcomes.values())
+        status = "FAILED" if lost or any(r.error for r in result.reevals) else "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SweepInterrupted(parent) from exc

@@ -663,29 +663,62 @@ def storage_trouble(storage: str, exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def storage_error(storage: str, exc: BaseException) -> SweepsError | None:
-    """The one-line error for a search that Ray's storage ended, or None (see storage_trouble)."""
+def saved_state_readable(path: str) -> bool:
+    """Whether the newest of Ray's saved experiment states in ``path`` parses: a disk that filled
+    while Ray wrote it leaves it cut short, and then nothing can be resumed from it."""
+    states = sorted(Path(path).glob("experiment_state-*.json"))
+    try:
+        json.loads(states[-1].read_text())
+    except (IndexError, OSError, ValueError):
+        return False
+    return True
+
+
+def storage_error(storage: str, path: str, exc: BaseException) -> SweepsError | None:
+    """The one-line error for a search that Ray's storage ended, or None (see storage_trouble);
+    ``path``: the experiment's folder, which says whether a resume can go on from it."""
     trouble = storage_trouble(storage, exc)
     if trouble is None:
         return None
     what, remedy = trouble
+    then = (
+        "then --resume"
+        if saved_state_readable(path)
+        else "then run the sweep again without --resume (Ray's saved state of it was cut short)"
+    )
     return SweepsError(
         f"storage: Ray's storage {storage!r} must take the search's state and checkpoints, but "
-        f"it {what} ({type(exc).__name__}: {first_line(exc)}); {remedy}, then --resume"
+        f"it {what} ({type(exc).__name__}: {first_line(exc)}); {remedy}, {then}"
     )
 
 
 @contextmanager
-def storage_errors(storage: str) -> Iterator[None]:
+def storage_errors(storage: str, path: str) -> Iterator[None]:
     """Ray's own files: a full or read-only storage ends the search with one line. Any other
     such error is not the user's to fix here, so its traceback stays."""
     try:
         yield
     except (OSError, EOFError, pickle.UnpicklingError) as exc:
-        error = storage_error(storage, exc)
+        error = storage_error(storage, path, exc)
         if error is None:
             raise
         raise error from None
+
+
+def storage_failures(storage: str, errors: list[Exception]) -> str | None:
+    """A warning when trials failed for Ray's storage (full, read-only) without ending the
+    search: Tune then only logs that its state could not be saved."""
+    troubles = [
+        storage_trouble(storage, e) for e in errors if any(n in _STORAGE_ERRNOS for n in _errnos(e))
+    ]
+    found = [t for t in troubles if t is not None]
+    if not found:
+        return None
+    what, remedy = found[0]
+    return (
+        f"warning: {len(found)} of the failed trials failed because Ray's storage {storage!r} "
+        f"{what}; {remedy}, then run the sweep again"
+    )
 
 
 def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
@@ -693,7 +726,8 @@ def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
     try:
         saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
         return saved, tune.Tuner.restore(path, trainable, resume_unfinished=True)
-    except (json.JSONDecodeError, EOFError, pickle.UnpicklingError) as exc:  # torn by a full disk
+    # Torn or missing (a disk that filled before Ray's first save): nothing to go on from.
+    except (ValueError, EOFError, pickle.UnpicklingError, FileNotFoundError) as exc:
         raise SweepsError(
             f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
             f"{type(exc).__name__}: {first_line(exc)}; the search cannot go on from it, so "
@@ -789,8 +823,15 @@ def run_search(
     for q in quiet:
         q.setLevel(logging.CRITICAL)
     try:
-        with ctrl_c_ends_the_sweep(), trial_actors_without_runtime_env(), storage_errors(storage):
+        with (
+            ctrl_c_ends_the_sweep(),
+            trial_actors_without_runtime_env(),
+            storage_errors(storage, path),
+        ):
             grid = tuner.fit()
+        warning = storage_failures(storage, list(grid.errors))
+        if warning is not None:
+            progress.console.print(warning, highlight=False, markup=False, soft_wrap=True)
         if restoring:
             _reconcile(families, grid)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -255,6 +256,14 @@ def test_a_trainable_travels_under_its_import_name_whatever_its_kind(
     assert trainable_modules("myfit:fit") == [tmp_path / "links" / "myfit.py"]
     assert trainable_modules("nspkg.train:fit") == [tmp_path / "nspkg"]
     assert trainable_modules("rootfit:fit", root=proj) == []  # uploaded, at the top
+    # A package at the top: an ignored file in it does not make the entry travel apart.
+    (proj / ".gitignore").write_text("build/\nscratch_fit.py\n_gen.py\n")
+    for f in ("__init__.py", "userfit.py", "_gen.py"):
+        (proj / "toppkg" / f).parent.mkdir(exist_ok=True)
+        (proj / "toppkg" / f).write_text(fit)
+    importlib.invalidate_caches()
+    assert importlib.util.find_spec("toppkg") is not None  # found, so [] means "uploaded"
+    assert trainable_modules("toppkg.userfit:fit", root=proj) == []
     assert trainable_modules("scratch_fit:fit", root=proj) == [proj / "scratch_fit.py"]
     assert trainable_modules("built_fit:fit", root=proj) == [proj / "build" / "built_fit.py"]
     with working_dir(

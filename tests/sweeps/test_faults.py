@@ -236,8 +236,8 @@ def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert proc.stderr.rstrip().endswith(
-        "error: every trial of triangular failed, so the verdict leaves it out (the errors are "
-        "above); fix the cause, then run the sweep again"
+        "error: every trial of triangular failed, so the verdict leaves it out and the parent "
+        "run is marked FAILED (the errors are above); fix the cause, then run the sweep again"
     )
     client = MlflowClient(uri(tmp_path))
     runs = all_runs(client)
@@ -260,7 +260,7 @@ def test_trials_that_raise_are_retried_from_their_checkpoint_then_failed(
         assert "attempt 2" in tags["sweeps.error"]  # the last attempt's error, not the first
         assert steps(client, r) == [1, 2, 3, 4]
     parent = next(r for r in runs if r.data.tags.get("sweeps.role") == "sweep")
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FAILED"  # as the exit code says: no whole result
     assert parent.data.metrics["trials/failed"] == 2
     md = report_md(client, parent, tmp_path)
     assert "## Failed runs" in md

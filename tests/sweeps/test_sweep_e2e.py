@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -142,6 +143,9 @@ def test_cardio_clr_small_run_through_the_cli(
         span_ms = r.info.end_time - r.info.start_time
         assert abs(span_ms - 1000 * r.data.metrics["train_seconds"]) < 1000, span_ms
         assert r.data.metrics["train_seconds"] > 0
+        # Its rates also in the tag its creation writes, should the params' write be lost.
+        rates = json.loads(r.data.tags["sweeps.config"])
+        assert rates and {k: str(v) for k, v in rates.items()}.items() <= r.data.params.items()
     assert {r.data.tags["sweeps.seed"] for r in reevals} == {"1000", "1001"}
 
     # The report rebuilt from MLflow alone has the very same table.

@@ -47,6 +47,7 @@ from sweeps.tuner import (
     restore,
     storage_error,
     storage_errors,
+    storage_failures,
     storage_trouble,
     trial_status,
 )
@@ -434,6 +435,13 @@ def test_a_resume_of_a_torn_ray_state_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SweepsError, match=r"must be readable, but OSError: .*is a directory; "
                        r"make it readable, then --resume again$"):  # fmt: skip
         restore(str(other), lambda config: None)
+    # The disk filled after tuner.pkl, before Ray's first save: no state at all.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(SweepsError, match=r"must be readable, but ValueError: .*start the sweep "
+                       r"afresh \(without --resume\)$"):  # fmt: skip
+        restore(str(empty), lambda config: None)
 
 
 def test_families_are_complete_once_every_trial_has_started() -> None:
@@ -551,21 +559,39 @@ def test_a_storage_error_names_a_full_or_read_only_storage_and_keeps_any_other(
             raise EOFError("Ran out of input")  # noqa: B904 - as Ray raises it
     except EOFError as exc:
         full = exc
-    with pytest.raises(SweepsError) as info, storage_errors(storage):
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    with pytest.raises(SweepsError) as info, storage_errors(storage, str(experiment)):
         raise full
     assert str(info.value) == (
         f"storage: Ray's storage {storage!r} must take the search's state and checkpoints, but "
         "it is full (EOFError: Ran out of input); free space there (or pass --storage), then "
         "--resume"
     )
+    # Ray's state cut short by the full disk: a resume could not go on from it, so none is
+    # advised (the audit followed the advice and met the torn-state refusal).
+    (experiment / "experiment_state-2026-01-01_00-00-01.json").write_text('{"trial_da')
+    with pytest.raises(SweepsError) as info, storage_errors(storage, str(experiment)):
+        raise full
+    assert str(info.value).endswith(
+        "free space there (or pass --storage), then run the sweep again without --resume (Ray's "
+        "saved state of it was cut short)"
+    )
+    # Trials that failed for the storage, the search going on: a warning names it.
+    assert storage_failures(storage, [RuntimeError("x"), OSError(errno.ENOSPC, "no space")]) == (
+        f"warning: 1 of the failed trials failed because Ray's storage {storage!r} is full; "
+        "free space there (or pass --storage), then run the sweep again"
+    )
+    assert storage_failures(storage, [RuntimeError("[Errno 2] No such file")]) is None
     assert storage_trouble(storage, OSError(errno.EROFS, "x")) == (
         "is read-only",
         "make it writable (or pass --storage)",
     )
     # Any other error on a healthy storage is not blamed on it: it keeps its traceback.
-    with pytest.raises(ConnectionError), storage_errors(storage):
+    with pytest.raises(ConnectionError), storage_errors(storage, str(experiment)):
         raise ConnectionError("refused")
-    assert storage_error("s3://bucket/sweeps", EOFError("cut short")) is None
+    assert storage_error("s3://bucket/sweeps", str(experiment), EOFError("cut short")) is None
     assert storage_trouble("s3://bucket/sweeps", OSError(errno.EDQUOT, "quota"))[0] == (
         "is over its quota"
     )
