@@ -13,7 +13,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +264,7 @@ class FamilyOutcome:
     study: optuna.Study | None = None
     # (final val_acc, status, sampled config) of every trial that reported
     trials: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the failed trials' error lines
 
     def add(
         self,
@@ -484,6 +485,7 @@ class TrialLogger(tune.Callback):
         if error:
             note = _error_line(trial)
             live.tracker.set_tags(run_id, {"sweeps.error": note})
+            live.outcome.errors.append(note)
             note += f" (traceback: {trial.path}/error.txt)"
         summary = {"epochs_used": epochs, "train_seconds": train_s}
         live.tracker.end_child(
@@ -705,19 +707,19 @@ def storage_errors(storage: str, path: str) -> Iterator[None]:
         raise error from None
 
 
-def storage_failures(storage: str, errors: list[Exception]) -> str | None:
+def storage_failures(storage: str, errors: Sequence[str]) -> str | None:
     """A warning when trials failed for Ray's storage (full, read-only) without ending the
-    search: Tune then only logs that its state could not be saved."""
-    troubles = [
-        storage_trouble(storage, e) for e in errors if any(n in _STORAGE_ERRNOS for n in _errnos(e))
-    ]
-    found = [t for t in troubles if t is not None]
-    if not found:
+    search (``errors``: the failed trials' error lines): Tune then only logs that its state
+    could not be saved."""
+    numbers = [int(n) for e in errors for n in _ERRNO_IN_TEXT.findall(e)[:1]]
+    found = [storage_trouble(storage, OSError(n, "")) for n in numbers if n in _STORAGE_ERRNOS]
+    troubles = [t for t in found if t is not None]
+    if not troubles:
         return None
-    what, remedy = found[0]
+    what, remedy = troubles[0]
     return (
-        f"warning: {len(found)} of the failed trials failed because Ray's storage {storage!r} "
-        f"{what}; {remedy}, then run the sweep again"
+        f"warning: {len(troubles)} of the failed trials failed because Ray's storage "
+        f"{storage!r} {what}; {remedy}, then run the sweep again"
     )
 
 
@@ -829,7 +831,7 @@ def run_search(
             storage_errors(storage, path),
         ):
             grid = tuner.fit()
-        warning = storage_failures(storage, list(grid.errors))
+        warning = storage_failures(storage, [e for o in outcomes.values() for e in o.errors])
         if warning is not None:
             progress.console.print(warning, highlight=False, markup=False, soft_wrap=True)
         if restoring:
