@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ray.shutdown()  # a no-op unless run_sweep failed before its own shutdown
         print_summary(result, out)
         code = 0
-        lost = [f for f, o in result.outcomes.items() if o.best_val_acc is None]
+        lost = result.lost
         if lost and len(lost) == len(result.outcomes):
             err.print(
                 "error: every trial of every family failed, so the sweep has no result (their "

@@ -58,6 +58,11 @@ class SweepResult:
     wall_seconds: float = 0.0
     resumed: bool = False  # then both count from this resume, not the parent run's start
 
+    @property
+    def lost(self) -> list[str]:
+        """The families whose every trial failed: the verdict is without them."""
+        return [f for f, o in self.outcomes.items() if o.best_val_acc is None]
+
 
 @dataclass(frozen=True)
 class DataFacts:
@@ -193,8 +198,7 @@ def run_sweep(spec: SweepSpec, opts: RunOptions, console: Console | None = None)
         tracker.log_metrics(parent, {"wall_seconds": result.wall_seconds})
         # A failed re-evaluation run leaves the sweep to finish: --resume redoes only those. A
         # family whose every trial failed leaves the verdict without it.
-        lost = any(o.best_val_acc is None for o in result.outcomes.values())
-        status = "FAILED" if lost or any(r.error for r in result.reevals) else "FINISHED"
+        status = "FAILED" if result.lost or any(r.error for r in result.reevals) else "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SweepInterrupted(parent) from exc

@@ -3,17 +3,15 @@ under one Tuner whose trial actors are reused across families; resources, storag
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import os
 import pickle
 import re
-import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from search_spaces import FAMILIES, define_by_run, study_seed
 from sweeps.errors import SweepsError, first_line
 from sweeps.progress import SweepProgress
 from sweeps.spec import SweepSpec
+from sweeps.storage import saved_state_problem, storage_errors, storage_failures
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, ENDS, ray_trainable, read_history
 
@@ -611,135 +610,24 @@ def _tune_takes_sigint() -> bool:
     return not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
 
 
-# Below this a storage counts as full: Ray's state files and checkpoints need a few MiB.
-STORAGE_FLOOR_BYTES = 8 * 2**20
-STORAGE_FLOOR_INODES = 64
-# What an error number says of a storage, and what the user can do about it.
-_FULL = "free space there (or pass --storage)"
-_LOCKED = "make it writable (or pass --storage)"
-_STORAGE_ERRNOS = {
-    errno.ENOSPC: ("is full", _FULL),
-    errno.EDQUOT: ("is over its quota", _FULL),
-    errno.EROFS: ("is read-only", _LOCKED),
-    errno.EACCES: ("refused a write (permission denied)", _LOCKED),
-}
-_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")  # pyarrow's OSErrors carry it only in the text
-
-
-def _errnos(exc: BaseException) -> Iterator[int]:
-    """The error numbers of ``exc`` and of the exceptions it was raised from or during."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno is not None:
-            yield e.errno
-        yield from (int(n) for n in _ERRNO_IN_TEXT.findall(str(e)))
-        e = e.__cause__ or e.__context__
-
-
-def storage_trouble(storage: str, exc: BaseException) -> tuple[str, str] | None:
-    """(what is wrong with the storage, what to do) when ``exc`` came from Ray's storage being
-    full, over quota or read-only; None for any other error, which keeps its traceback. Ray's
-    last error is often an EOFError of a file cut short, so a local storage is also measured."""
-    for n in _errnos(exc):
-        if n in _STORAGE_ERRNOS:
-            return _STORAGE_ERRNOS[n]
-    scheme, sep, rest = storage.partition("://")
-    if sep and scheme != "file":
-        return None  # a remote storage cannot be measured from here
-    path = Path(rest if sep else storage)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        fs = os.statvfs(path)
-        if fs.f_flag & os.ST_RDONLY or not os.access(path, os.W_OK):
-            return "is read-only", _LOCKED
-        free = shutil.disk_usage(path).free
-    except OSError:
-        return None
-    if free < STORAGE_FLOOR_BYTES:
-        return f"is full ({free / 2**20:.1f} MiB free)", _FULL
-    if fs.f_files and fs.f_favail < STORAGE_FLOOR_INODES:  # f_files 0: no inode limit
-        return f"is full ({fs.f_favail} inodes free)", _FULL
-    return None
-
-
-def saved_state_readable(path: str) -> bool:
-    """Whether the newest of Ray's saved experiment states in ``path`` parses: a disk that filled
-    while Ray wrote it leaves it cut short, and then nothing can be resumed from it."""
-    states = sorted(Path(path).glob("experiment_state-*.json"))
-    try:
-        json.loads(states[-1].read_text())
-    except (IndexError, OSError, ValueError):
-        return False
-    return True
-
-
-def storage_error(storage: str, path: str, exc: BaseException) -> SweepsError | None:
-    """The one-line error for a search that Ray's storage ended, or None (see storage_trouble);
-    ``path``: the experiment's folder, which says whether a resume can go on from it."""
-    trouble = storage_trouble(storage, exc)
-    if trouble is None:
-        return None
-    what, remedy = trouble
-    then = (
-        "then --resume"
-        if saved_state_readable(path)
-        else "then run the sweep again without --resume (Ray's saved state of it was cut short)"
-    )
-    return SweepsError(
-        f"storage: Ray's storage {storage!r} must take the search's state and checkpoints, but "
-        f"it {what} ({type(exc).__name__}: {first_line(exc)}); {remedy}, {then}"
-    )
-
-
-@contextmanager
-def storage_errors(storage: str, path: str) -> Iterator[None]:
-    """Ray's own files: a full or read-only storage ends the search with one line. Any other
-    such error is not the user's to fix here, so its traceback stays."""
-    try:
-        yield
-    except (OSError, EOFError, pickle.UnpicklingError) as exc:
-        error = storage_error(storage, path, exc)
-        if error is None:
-            raise
-        raise error from None
-
-
-def storage_failures(storage: str, errors: Sequence[str]) -> str | None:
-    """A warning when trials failed for Ray's storage (full, read-only) without ending the
-    search (``errors``: the failed trials' error lines): Tune then only logs that its state
-    could not be saved."""
-    numbers = [int(n) for e in errors for n in _ERRNO_IN_TEXT.findall(e)[:1]]
-    found = [storage_trouble(storage, OSError(n, "")) for n in numbers if n in _STORAGE_ERRNOS]
-    troubles = [t for t in found if t is not None]
-    if not troubles:
-        return None
-    what, remedy = troubles[0]
-    return (
-        f"warning: {len(troubles)} of the failed trials failed because Ray's storage "
-        f"{storage!r} {what}; {remedy}, then run the sweep again"
-    )
-
-
 def restore(path: str, trainable: Any) -> tuple[set[str], tune.Tuner]:
     """Resume: the ids of the trials Ray's saved experiment holds, and its restored Tuner."""
     try:
-        saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
-        return saved, tune.Tuner.restore(path, trainable, resume_unfinished=True)
-    # Torn or missing (a disk that filled before Ray's first save): nothing to go on from.
-    except (ValueError, EOFError, pickle.UnpicklingError, FileNotFoundError) as exc:
-        raise SweepsError(
-            f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
-            f"{type(exc).__name__}: {first_line(exc)}; the search cannot go on from it, so "
-            "start the sweep afresh (without --resume)"
-        ) from None
+        torn = saved_state_problem(path)
+        if torn is None:
+            saved = {t.trial_id for t in tune.ExperimentAnalysis(path).trials}
+            return saved, tune.Tuner.restore(path, trainable, resume_unfinished=True)
+    except (EOFError, pickle.UnpicklingError) as exc:  # tuner.pkl cut short by a full disk
+        torn = f"{type(exc).__name__}: {first_line(exc)}"
     except OSError as exc:  # not torn: the search can go on once the files can be read
         raise SweepsError(
             f"--resume: Ray's saved state of the search in {path!r} must be readable, but "
             f"{type(exc).__name__}: {first_line(exc)}; make it readable, then --resume again"
         ) from None
+    raise SweepsError(
+        f"--resume: Ray's saved state of the search in {path!r} must be readable, but {torn}; "
+        "the search cannot go on from it, so start the sweep afresh (without --resume)"
+    )
 
 
 def run_search(

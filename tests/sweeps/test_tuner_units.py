@@ -31,6 +31,7 @@ from sweeps.progress import SweepProgress
 from sweeps.report import main as report_main
 from sweeps.report import run_params
 from sweeps.spec import load_spec
+from sweeps.storage import storage_error, storage_errors, storage_failures, storage_trouble
 from sweeps.tracking import SweepTracker
 from sweeps.trainable import EARLIER, HISTORY_FILE
 from sweeps.tuner import (
@@ -45,10 +46,6 @@ from sweeps.tuner import (
     ctrl_c_ends_the_sweep,
     make_scheduler,
     restore,
-    storage_error,
-    storage_errors,
-    storage_failures,
-    storage_trouble,
     trial_status,
 )
 
@@ -432,15 +429,15 @@ def test_a_resume_of_a_torn_ray_state_is_one_line(tmp_path: Path) -> None:
     # A state that cannot be read but is not torn: the search is not thrown away.
     other = tmp_path / "other"
     (other / "experiment_state-2026-01-01_00-00-00.json").mkdir(parents=True)
-    with pytest.raises(SweepsError, match=r"must be readable, but OSError: .*is a directory; "
-                       r"make it readable, then --resume again$"):  # fmt: skip
+    with pytest.raises(SweepsError, match=r"must be readable, but IsADirectoryError: .*Is a "
+                       r"directory.*; make it readable, then --resume again$"):  # fmt: skip
         restore(str(other), lambda config: None)
     # The disk filled after tuner.pkl, before Ray's first save: no state at all.
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "tuner.pkl").write_bytes(b"")
-    with pytest.raises(SweepsError, match=r"must be readable, but ValueError: .*start the sweep "
-                       r"afresh \(without --resume\)$"):  # fmt: skip
+    with pytest.raises(SweepsError, match=r"must be readable, but no experiment_state-\*\.json was "
+                       r"saved; .*start the sweep afresh \(without --resume\)$"):  # fmt: skip
         restore(str(empty), lambda config: None)
 
 
@@ -596,13 +593,13 @@ def test_a_storage_error_names_a_full_or_read_only_storage_and_keeps_any_other(
         "is over its quota"
     )
     # Without a number, a local storage is measured: bytes, inodes, write access.
-    monkeypatch.setattr("sweeps.tuner.shutil.disk_usage", lambda p: SimpleNamespace(free=2**20))
+    monkeypatch.setattr("sweeps.storage.shutil.disk_usage", lambda p: SimpleNamespace(free=2**20))
     assert storage_trouble(f"file://{tmp_path}", EOFError())[0] == "is full (1.0 MiB free)"
-    monkeypatch.setattr("sweeps.tuner.shutil.disk_usage", lambda p: SimpleNamespace(free=2**40))
+    monkeypatch.setattr("sweeps.storage.shutil.disk_usage", lambda p: SimpleNamespace(free=2**40))
     monkeypatch.setattr(
-        "sweeps.tuner.os.statvfs",
+        "sweeps.storage.os.statvfs",
         lambda p: SimpleNamespace(f_flag=0, f_files=1000, f_favail=3),
     )
     assert storage_trouble(str(tmp_path), EOFError())[0] == "is full (3 inodes free)"
-    monkeypatch.setattr("sweeps.tuner.os.access", lambda p, mode: False)
+    monkeypatch.setattr("sweeps.storage.os.access", lambda p, mode: False)
     assert storage_trouble(str(tmp_path), EOFError())[0] == "is read-only"
